@@ -1,0 +1,130 @@
+"""The sampler's configuration: one dataclass, two recipes, every ablation a field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+
+RECIPES = ("langevin", "reference")
+
+# The released code's transient-noise schedule: (first iteration that uses the next entry, std).
+REFERENCE_NOISE_SCHEDULE = ((50, 0.1), (100, 0.05), (150, 0.01), (200, 0.001))
+
+
+@dataclass(frozen=True)
+class SEAConfig:
+    """Configuration of SEA. Defaults reproduce the paper (``langevin``) or the authors' code (``reference``).
+
+    Shared fields
+    -------------
+    recipe: ``"langevin"`` (the paper: Langevin steps on U = -log pi_ref - alpha r, straight-through tokens)
+        or ``"reference"`` (the released code: Adam on a detached COLD-style fluency loss plus a soft reward).
+    num_chains: C, chains optimised in one batch (paper: 4).
+    length: T, response tokens; fixed, special tokens masked inside the span (released code: 50).
+    steps: iterations (released code: 200).
+    init: ``"policy"`` (samples of pi_ref, their teacher-forced logits / init_temp) or ``"random"`` (N(0,1) logits).
+    init_sample_temp: sampling temperature of the initial responses (released code: 0.8).
+    init_temp: teacher-forced logits are divided by this (released code: 5).
+    use_reward / use_reference: ablations "without reward" / "without reference".
+    use_noise: ablation "without noise".
+    mask_special: forbid EOS and chat-marker tokens inside the response span.
+    select: ``"last"`` (the final iterate of each chain) or ``"best"`` (the iterate with the highest hard reward).
+    seed: every random draw (init samples, noise) comes from one generator seeded with this.
+
+    ``langevin`` fields
+    -------------------
+    alpha: inverse KL coefficient. 500 = the released code's effective weight at T=50 (reward weight 1
+        against per-token fluency weight 0.1 is alpha = 10 T relative to the summed log-likelihood).
+    step_size: eta in Z <- Z - eta grad U + sqrt(2 eta) noise_scale xi.
+    noise_scale: multiplies the Langevin noise (1 = exact Langevin; 0 = gradient descent).
+    st_tau: temperature of the straight-through backward pass, softmax(Z / tau).
+
+    ``reference`` fields
+    --------------------
+    lr: Adam learning rate on Z (0.1; 0.01 for 3B).
+    reward_weight / fluency_weight: loss = -reward_weight r_soft + fluency_weight fluency (1.0 / 0.1).
+    reward_temp: soft reward input softmax(Z / reward_temp) (0.1; 0.2 for the 1B-Instruct policy).
+    topk: the reference model's top-k that constrains the fluency input and the decoding (10).
+    noise_schedule: transient noise std per iteration range, added to Z for the next forward pass only.
+    patience: stop a prompt after this many iterations without a better hard reward in any chain (100).
+    rewrite: let the base model rewrite each chain's best text; the final pick is then the reward argmax over
+        the 2C candidates.
+    """
+
+    recipe: str = "langevin"
+    num_chains: int = 4
+    length: int = 50
+    steps: int = 200
+    init: str = "policy"
+    init_sample_temp: float = 0.8
+    init_temp: float = 5.0
+    use_reward: bool = True
+    use_reference: bool = True
+    use_noise: bool = True
+    mask_special: bool = True
+    select: str = "last"
+    seed: int = 0
+    # langevin
+    alpha: float = 500.0
+    step_size: float = 0.01
+    noise_scale: float = 1.0
+    st_tau: float = 1.0
+    # reference
+    lr: float = 0.1
+    reward_weight: float = 1.0
+    fluency_weight: float = 0.1
+    reward_temp: float = 0.1
+    topk: int = 10
+    noise_schedule: tuple[tuple[int, float], ...] = REFERENCE_NOISE_SCHEDULE
+    patience: int = 100
+    rewrite: bool = False
+    track_soft_reward: bool = True
+
+    def __post_init__(self):
+        problems = []
+        if self.recipe not in RECIPES:
+            problems.append(f"recipe={self.recipe!r} (choose one of {RECIPES})")
+        if self.init not in ("policy", "random"):
+            problems.append(f"init={self.init!r} (choose 'policy' or 'random')")
+        if self.select not in ("last", "best"):
+            problems.append(f"select={self.select!r} (choose 'last' or 'best')")
+        for name in ("num_chains", "length", "steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)!r} (must be a positive integer)")
+        for name in ("step_size", "lr", "st_tau", "reward_temp", "init_temp", "init_sample_temp"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name}={getattr(self, name)!r} (must be > 0)")
+        if self.noise_scale < 0:
+            problems.append(f"noise_scale={self.noise_scale} (must be >= 0)")
+        if problems:
+            raise ValueError("Invalid SEAConfig: " + "; ".join(problems))
+
+    @classmethod
+    def paper(cls, **overrides) -> "SEAConfig":
+        """The paper's form: Langevin dynamics on the energy (best-of-chains by reward at the end)."""
+        return replace(cls(recipe="langevin"), **overrides)
+
+    @classmethod
+    def released_code(cls, **overrides) -> "SEAConfig":
+        """The authors' released code: Adam, detached fluency, top-k masks, best iterate, rewrite step."""
+        return replace(cls(recipe="reference", select="best", rewrite=True), **overrides)
+
+    def replace(self, **overrides) -> "SEAConfig":
+        return replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def short_hash(self) -> str:
+        """Stable 10-character hash of the configuration (used to key result records)."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def noise_std(self, iteration: int) -> float:
+        """Transient noise std of the ``reference`` recipe at ``iteration`` (0 when noise is off)."""
+        if not self.use_noise:
+            return 0.0
+        for until, std in self.noise_schedule:
+            if iteration < until:
+                return std
+        return self.noise_schedule[-1][1] if self.noise_schedule else 0.0

