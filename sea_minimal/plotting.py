@@ -1,0 +1,270 @@
+"""Figures and tables for SEA runs: one style, each function returns what it drew.
+
+* :func:`plot_trajectories` -- the per-iteration quantities of :attr:`SEAResult.trajectory`, one panel each.
+* :func:`plot_kl_per_position` -- where along the response the logits moved (KL between initial and final logits).
+* :func:`before_after_table` -- each chain's text before and after, with rewards (and log pi_ref if asked).
+* :func:`response_logprobs` -- log pi_ref(y | x) of responses, for the fluency column of that table.
+
+The style is seaborn's ``whitegrid`` theme in ``notebook`` context with the ``colorblind`` palette and
+matplotlib's bundled font (nothing is downloaded). It is applied inside each function only, so importing this
+module changes no global setting; call :func:`set_style` to use it for your own figures too.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .sampler import SEAResult
+
+PALETTE = "colorblind"
+DEFAULT_KEYS = ("energy", "logp_ref", "reward_hard", "reward_soft", "kl_init")
+
+# y-axis labels, with units. The energy's meaning depends on the recipe (see ENERGY_LABELS).
+LABELS = {
+    "energy": "energy / loss",
+    "logp_ref": r"log $\pi_{ref}(y\mid x)$ (nats)",
+    "reward_hard": "reward of decoded tokens",
+    "reward_soft": "reward of soft tokens",
+    "kl_init": r"KL(softmax $Z_0$ $\|$ softmax $Z$) (nats/token)",
+    "noise": "noise std (logit units)",
+    "wall_time": "wall time (s)",
+}
+TITLES = {
+    "energy": "objective minimised",
+    "logp_ref": "fluency under the reference model",
+    "reward_hard": "reward (hard tokens)",
+    "reward_soft": "reward (soft tokens)",
+    "kl_init": "distance from the initial logits",
+    "noise": "noise",
+    "wall_time": "wall time",
+}
+ENERGY_LABELS = {
+    "langevin": r"U = $-\log\pi_{ref} - \alpha r$ (nats)",
+    "reference": r"loss = $-w_r r_{soft} + w_f$ fluency",
+}
+
+
+@contextmanager
+def _style():
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
+        yield
+
+
+def set_style() -> None:
+    """Apply this module's style globally (seaborn whitegrid, notebook context, colorblind palette)."""
+    sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE, font_scale=0.9)
+
+
+def _as_dict(results) -> dict[str, SEAResult]:
+    if isinstance(results, SEAResult):
+        return {results.config.get("recipe", "SEA"): results}
+    if isinstance(results, Mapping):
+        if not results:
+            raise ValueError("No results to plot. Fix: pass {label: SEAResult, ...} with at least one entry.")
+        return dict(results)
+    raise TypeError(f"Expected a SEAResult or a dict {{label: SEAResult}}, got {type(results).__name__}.")
+
+
+def _colors(labels) -> dict[str, tuple]:
+    return dict(zip(labels, sns.color_palette(PALETTE, max(len(labels), 1))))
+
+
+def _grid(n_panels: int, ncols: int | None, panel_size=(4.0, 3.0)):
+    ncols = ncols or min(3, n_panels)
+    nrows = math.ceil(n_panels / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                             squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax in flat[n_panels:]:
+        fig.delaxes(ax)
+    return fig, flat[:n_panels]
+
+
+def plot_trajectories(results, keys: Sequence[str] = DEFAULT_KEYS, ncols: int | None = None,
+                      chains: bool = True, split_energy: bool = True):
+    """Plot the per-iteration quantities of one or more SEA runs, one panel per quantity.
+
+    x is the iteration (0 = the first update, computed on the initial logits). In every panel each recipe
+    label has one colour: a thick line for the mean over chains and, with ``chains=True``, one thin line per
+    chain. Quantities and units (see :class:`~sea_minimal.sampler.SEAResult`):
+
+    * ``energy``: what the recipe minimises -- U = -log pi_ref(y|x) - alpha r (nats) for ``langevin``, the loss
+      -w_r r_soft + w_f * fluency for ``reference``. These two live on unrelated scales, so when ``results`` mixes
+      recipes and ``split_energy`` is true the energy gets one panel per recipe.
+    * ``logp_ref``: log pi_ref of the hard tokens fed forward at that iteration, summed over positions (nats).
+    * ``reward_hard`` / ``reward_soft``: the reward of the decoded tokens / of the relaxed (soft) tokens.
+    * ``kl_init``: mean over positions of KL(softmax Z_0 || softmax Z) (nats per token).
+    * ``noise``, ``wall_time``: the noise std used, seconds since the start.
+
+    Args:
+        results: ``{label: SEAResult}`` (or one SEAResult, labelled by its recipe).
+        keys: trajectory keys, one panel each, in this order.
+        ncols: panels per row (default: up to 3).
+        chains: draw the thin per-chain lines.
+        split_energy: one energy panel per recipe when the results use different recipes.
+
+    Returns:
+        The matplotlib Figure. ``fig.axes`` holds one Axes per panel; each Axes holds, per label, its per-chain
+        lines followed by its mean line (which carries the label).
+    """
+    results = _as_dict(results)
+    for label, res in results.items():
+        missing = [k for k in keys if k not in res.trajectory]
+        if missing:
+            raise KeyError(f"{label}: no trajectory for {missing}. Available: {sorted(res.trajectory)}")
+    colors = _colors(list(results))
+    recipes = {label: res.config.get("recipe", "") for label, res in results.items()}
+    panels: list[tuple[str, list[str]]] = []  # (key, labels drawn in that panel)
+    for key in keys:
+        if key == "energy" and split_energy and len(set(recipes.values())) > 1:
+            for recipe in dict.fromkeys(recipes.values()):
+                panels.append((key, [lab for lab in results if recipes[lab] == recipe]))
+        else:
+            panels.append((key, list(results)))
+
+    with _style():
+        fig, axes = _grid(len(panels), ncols)
+        for ax, (key, labels) in zip(axes, panels):
+            for label in labels:
+                frame = results[label].trajectory_frame()
+                wide = frame.pivot(index="iteration", columns="chain", values=key)
+                if chains:
+                    for chain in wide.columns:
+                        ax.plot(wide.index, wide[chain], color=colors[label], lw=0.8, alpha=0.4)
+                ax.plot(wide.index, wide.mean(axis=1), color=colors[label], lw=2.2, label=label)
+            title = TITLES.get(key, key)
+            ylabel = LABELS.get(key, key)
+            panel_recipes = {recipes[lab] for lab in labels}
+            if key == "energy" and len(panel_recipes) == 1:
+                (recipe,) = panel_recipes
+                ylabel = ENERGY_LABELS.get(recipe, ylabel)
+                if len(panels) > len(keys):
+                    title = f"{title}: {recipe}"
+            ax.set(title=title, xlabel="iteration", ylabel=ylabel)
+        handles = [plt.Line2D([], [], color=colors[lab], lw=2.2) for lab in results]
+        note = " (thick: mean over chains; thin: each chain)" if chains else " (mean over chains)"
+        fig.legend(handles, list(results), loc="outside lower center", ncols=min(len(results), 4),
+                   title="recipe" + note, frameon=False)
+    return fig
+
+
+def plot_kl_per_position(results, ax=None, logy: bool = False, chains: bool = True):
+    """Plot, per response position, how far the final logits moved from the initial ones.
+
+    y = KL(softmax Z_0[t] || softmax Z_final[t]) in nats, x = response position t (0 = first response token).
+    The paper's "deep alignment" claim is that SEA spreads this change over all positions rather than
+    concentrating it on the first tokens. Each label gets one colour: a thick line for the mean over chains and,
+    with ``chains=True``, a thin line per chain.
+
+    Args:
+        results: ``{label: SEAResult}`` (or one SEAResult).
+        ax: draw into this Axes (default: a new figure).
+        logy: logarithmic y axis (useful when the recipes move the logits by very different amounts).
+        chains: draw the thin per-chain lines.
+
+    Returns:
+        The matplotlib Figure (one Axes; per label, its per-chain lines then its mean line).
+    """
+    results = _as_dict(results)
+    colors = _colors(list(results))
+    with _style():
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7.0, 3.2), layout="constrained")
+        else:
+            fig = ax.figure
+        for label, res in results.items():
+            kl = pd.DataFrame(res.kl_per_position).T  # rows: position, columns: chain
+            if chains:
+                for chain in kl.columns:
+                    ax.plot(kl.index, kl[chain], color=colors[label], lw=0.8, alpha=0.4)
+            ax.plot(kl.index, kl.mean(axis=1), color=colors[label], lw=2.2, label=label)
+        ax.set(xlabel="response position t", ylabel=r"KL(softmax $Z_0$ $\|$ softmax $Z_{final}$) (nats)",
+               title="where the logits moved")
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(title="recipe", frameon=False)
+    return fig
+
+
+def before_after_table(result: SEAResult, logprobs: Mapping[str, Sequence[float]] | None = None,
+                       max_chars: int | None = None) -> pd.DataFrame:
+    """One row per candidate of ``result``: the text before and after SEA, with rewards.
+
+    Columns: ``candidate`` (index into ``result.candidates``), ``source`` (``chain c`` or ``rewrite of chain c``),
+    ``chain``, ``initial_text`` and ``initial_reward`` (the decoded initial logits of that chain; empty for a
+    rewrite, whose "before" is its chain's final text), ``final_text``, ``final_reward`` (hard reward, in the
+    reward's units) and ``selected`` (the answer SEA returns).
+
+    Args:
+        result: a SEAResult.
+        logprobs: optional extra columns, e.g. ``{"initial_logp_ref": [...], "final_logp_ref": [...]}`` (see
+            :func:`response_logprobs`); an ``initial_*`` list has one value per chain, any other one value per
+            candidate.
+        max_chars: cut longer texts to this many characters (ending in an ellipsis) for display.
+    """
+    n_chains = len(result.initial_texts)
+
+    def cut(text):
+        if text is None or max_chars is None or len(text) <= max_chars:
+            return text
+        return text[: max(max_chars - 1, 0)] + "\u2026"
+
+    rows = []
+    for i, cand in enumerate(result.candidates):
+        source = cand.get("source", f"chain {i}")
+        chain = int(source.rsplit(" ", 1)[-1]) if source.rsplit(" ", 1)[-1].isdigit() else i
+        is_chain = i < n_chains and not source.startswith("rewrite")
+        rows.append({
+            "candidate": i, "source": source, "chain": chain,
+            "initial_text": cut(result.initial_texts[chain]) if is_chain else None,
+            "initial_reward": result.initial_rewards[chain] if is_chain else float("nan"),
+            "final_text": cut(cand["text"]), "final_reward": cand["reward"], "selected": i == result.selected,
+        })
+    table = pd.DataFrame(rows)
+    for name, values in (logprobs or {}).items():
+        values = list(values)
+        if name.startswith("initial"):
+            if len(values) != n_chains:
+                raise ValueError(f"{name}: expected {n_chains} values (one per chain), got {len(values)}")
+            table[name] = [values[c] if src.startswith("chain") else float("nan")
+                           for c, src in zip(table["chain"], table["source"])]
+        else:
+            if len(values) != len(table):
+                raise ValueError(f"{name}: expected {len(table)} values (one per candidate), got {len(values)}")
+            table[name] = values
+    return table
+
+
+def response_logprobs(policy, prompt, responses, per_token: bool = False) -> list[float]:
+    """log pi_ref(y | x) of each response under ``policy`` (summed over tokens, nats; or the mean per token).
+
+    ``responses`` are token-id lists (scored as they are) or strings (tokenized without special tokens, i.e. as
+    the reference model would read the text). The prompt goes through the policy's chat template, as in SEA.
+    Responses of different lengths are scored one at a time.
+    """
+    import torch
+
+    from .lm import encode_prompt, next_token_logits, sequence_logprob
+    from .rewards import one_hot
+
+    cache = encode_prompt(policy.model, policy.encode_prompt(prompt))
+    scores = []
+    with torch.no_grad():
+        for response in responses:
+            if isinstance(response, str):
+                ids = policy.tokenizer(response, add_special_tokens=False)["input_ids"]
+            else:
+                ids = [int(t) for t in response]
+            if not ids:
+                scores.append(float("nan"))
+                continue
+            tokens = one_hot(torch.tensor([ids], device=policy.device), policy.vocab_size)
+            logp = float(sequence_logprob(next_token_logits(policy.model, cache, tokens), tokens)[0])
+            scores.append(logp / len(ids) if per_token else logp)
+    return scores

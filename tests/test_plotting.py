@@ -1,0 +1,121 @@
+"""Plotting helpers on real (tiny) SEA runs: figures have the expected panels and lines, tables one row per candidate."""
+
+import dataclasses
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from conftest import DEVICE, tiny_lm  # noqa: E402
+from sea_minimal import SEA, Policy, SEAConfig, VocabReward  # noqa: E402
+from sea_minimal.plotting import (  # noqa: E402
+    DEFAULT_KEYS,
+    before_after_table,
+    plot_kl_per_position,
+    plot_trajectories,
+    response_logprobs,
+)
+
+PROMPT = [3, 1, 4, 1, 5]
+CHAINS, LENGTH, STEPS = 2, 4, 3
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy(tiny_lm(), tokenizer=None, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def results(policy):
+    reward = VocabReward(torch.linspace(-1.0, 1.0, 11, device=DEVICE))
+    small = dict(num_chains=CHAINS, length=LENGTH, steps=STEPS, seed=0)
+    return {
+        "paper (langevin)": SEA(policy, reward, SEAConfig.paper(**small)).run([PROMPT], progress=False)[0],
+        "released code": SEA(policy, reward, SEAConfig.released_code(**small)).run([PROMPT], progress=False)[0],
+    }
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_trajectories_one_panel_per_key_and_lines_per_chain(results):
+    keys = ("logp_ref", "reward_hard", "kl_init")
+    fig = plot_trajectories(results, keys=keys)
+    assert len(fig.axes) == len(keys)
+    for ax in fig.axes:
+        assert len(ax.lines) == len(results) * (CHAINS + 1)  # per recipe: one thin line per chain + the mean
+        assert ax.get_xlabel() == "iteration"
+        assert len(ax.lines[CHAINS].get_xdata()) == STEPS
+    mean = fig.axes[1].lines[CHAINS].get_ydata()
+    per_step = [sum(row) / CHAINS for row in results["paper (langevin)"].trajectory["reward_hard"]]
+    assert list(mean) == pytest.approx(per_step)
+
+
+def test_trajectories_split_the_energy_panel_by_recipe(results):
+    fig = plot_trajectories(results)  # default keys, two recipes: the energy gets one panel per recipe
+    assert len(fig.axes) == len(DEFAULT_KEYS) + 1
+    assert [len(ax.lines) for ax in fig.axes[:2]] == [CHAINS + 1, CHAINS + 1]
+    fig = plot_trajectories(results, keys=("energy",), split_energy=False, chains=False)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == len(results)
+
+
+def test_trajectories_accept_one_result_and_reject_unknown_keys(results):
+    fig = plot_trajectories(results["released code"], keys=("energy", "noise"))
+    assert len(fig.axes) == 2 and all(len(ax.lines) == CHAINS + 1 for ax in fig.axes)
+    with pytest.raises(KeyError, match="nope"):
+        plot_trajectories(results, keys=("nope",))
+    with pytest.raises(ValueError, match="No results"):
+        plot_trajectories({})
+
+
+def test_kl_per_position_lines_span_the_response(results):
+    fig = plot_kl_per_position(results, logy=True)
+    (ax,) = fig.axes
+    assert len(ax.lines) == len(results) * (CHAINS + 1)
+    assert all(len(line.get_xdata()) == LENGTH for line in ax.lines)
+    assert ax.get_yscale() == "log"
+    fig, ax = plt.subplots()
+    assert plot_kl_per_position(results, ax=ax, chains=False) is fig and len(ax.lines) == len(results)
+
+
+def test_before_after_table_has_one_row_per_candidate(results):
+    for res in results.values():
+        table = before_after_table(res)
+        assert len(table) == len(res.candidates) == CHAINS
+        assert list(table["initial_text"]) == res.initial_texts
+        assert list(table["final_reward"]) == [c["reward"] for c in res.candidates]
+        assert table["selected"].sum() == 1 and table["selected"].iloc[res.selected]
+
+
+def test_before_after_table_with_rewrites_and_logprob_columns(results):
+    res = results["released code"]
+    rewrites = [{"source": f"rewrite of chain {c}", "token_ids": [1, 2], "text": "1 2", "reward": 0.5 + c}
+                for c in range(CHAINS)]
+    res = dataclasses.replace(res, candidates=res.candidates + rewrites, selected=len(res.candidates) + 1)
+    table = before_after_table(res, logprobs={"initial_logp_ref": [-1.0, -2.0],
+                                              "final_logp_ref": [-3.0, -4.0, -5.0, -6.0]}, max_chars=2)
+    assert len(table) == 2 * CHAINS
+    assert list(table["chain"]) == [0, 1, 0, 1]
+    assert table["initial_text"].iloc[2:].isna().all() and all(math.isnan(v) for v in table["initial_reward"][2:])
+    assert list(table["initial_logp_ref"][:2]) == [-1.0, -2.0] and table["initial_logp_ref"][2:].isna().all()
+    assert list(table["final_logp_ref"]) == [-3.0, -4.0, -5.0, -6.0]
+    assert table["selected"].tolist() == [False, False, False, True]
+    assert all(len(t) <= 2 for t in table["final_text"])
+    with pytest.raises(ValueError, match="one per candidate"):
+        before_after_table(res, logprobs={"final_logp_ref": [0.0]})
+
+
+def test_response_logprobs_match_the_sampler_trajectory(policy, results):
+    res = results["paper (langevin)"]  # select="last": the final ids are the last iteration's hard tokens
+    logp = response_logprobs(policy, PROMPT, [c["token_ids"] for c in res.candidates])
+    assert logp == pytest.approx(res.trajectory["logp_ref"][-1], rel=1e-4, abs=1e-4)
+    per_token = response_logprobs(policy, PROMPT, [c["token_ids"] for c in res.candidates], per_token=True)
+    assert per_token == pytest.approx([v / LENGTH for v in logp], rel=1e-4)
