@@ -1,0 +1,35 @@
+# sea-minimal: `make book` executes the notebooks and builds the book, `make test` runs every test.
+# Both create the virtual environment first (once; again only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+
+.PHONY: venv book test clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(TORCH)
+	$(PY) -m pip install -e ".[book,test]" $(TORCH)
+	$(PY) -m ipykernel install --sys-prefix --name python3
+	touch $@
+
+book: $(STAMP)
+	$(PY) scripts/execute_notebooks.py
+	$(VENV)/bin/jupyter-book build -W -n --keep-going --all .
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# also removes the virtual environment (the next `make` recreates it, ~3 min)
+distclean: clean
+	rm -rf $(VENV)
