@@ -1,0 +1,133 @@
+"""Every notebook runs top to bottom at its smoke parameters; deterministic outputs match the committed ones.
+
+Convention for ``notebooks/*.ipynb``:
+
+* one code cell tagged ``parameters`` with plain literal assignments (papermill injects overrides after it);
+* notebook metadata ``"smoke_parameters": {...}``: small values that make the notebook run in a minute or two
+  on 2 CPU cores;
+* cells whose output is deterministic and does not depend on the parameters start with ``# NBVAL_CHECK_OUTPUT``
+  (or carry the tag ``nbval-check-output``); nbval compares them with the committed outputs. Every other cell
+  only has to run without an error.
+
+How: papermill ``prepare_only=True`` injects the smoke parameters into a copy that keeps the committed outputs
+(nothing is executed), then ``pytest --nbval-lax`` executes every cell of that copy in a fresh kernel of this
+interpreter and compares the marked cells. One nbval run therefore proves both that the notebook runs at smoke
+scale and that its checked outputs are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+MAX_NOTEBOOK_BYTES = 2_000_000
+CELL_TIMEOUT_S = 600  # per cell, at smoke scale
+NOTEBOOK_TIMEOUT_S = 1200  # whole nbval run of one notebook
+
+nbformat = pytest.importorskip("nbformat")
+
+pytestmark = pytest.mark.notebooks
+
+
+def _ids(paths):
+    return [p.stem for p in paths]
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _parameters_cell(nb):
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return cell
+    return None
+
+
+def _skipped(cell) -> bool:
+    """nbval's own rule: the tag ``nbval-skip`` or any comment line that reads ``# NBVAL_SKIP``."""
+    comments = [line.strip().lstrip("#").strip() for line in cell.source.splitlines() if line.strip().startswith("#")]
+    return "nbval-skip" in cell.metadata.get("tags", []) or "NBVAL_SKIP" in comments
+
+
+def test_notebooks_exist():
+    assert len(NOTEBOOKS) >= 2, f"expected at least 2 notebooks in {NOTEBOOK_DIR}, found {[p.name for p in NOTEBOOKS]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_is_clean_and_small(path):
+    """Guard on what is committed: size, no papermill bookkeeping, the agreed parameters convention."""
+    size = path.stat().st_size
+    assert size < MAX_NOTEBOOK_BYTES, f"{path.name} is {size / 1e6:.2f} MB (limit 2 MB): shrink figures or outputs"
+    nb = _read(path)
+    assert "papermill" not in nb.metadata, f"{path.name}: notebook metadata.papermill left; run `make book`"
+    for i, cell in enumerate(nb.cells):
+        for key in ("papermill", "execution", "ExecuteTime"):
+            assert key not in cell.metadata, f"{path.name} cell {i}: metadata.{key} (timestamps) left"
+        assert "injected-parameters" not in cell.metadata.get("tags", []), (
+            f"{path.name} cell {i}: papermill's injected-parameters cell is committed; rerun at default parameters"
+        )
+        if cell.cell_type == "code" and cell.outputs:
+            assert cell.execution_count is not None, (
+                f"{path.name} cell {i} has outputs but no execution count (nbstripout without --keep-count?): "
+                "nbval would not compare it"
+            )
+    assert _parameters_cell(nb) is not None, f"{path.name}: no code cell tagged 'parameters'"
+    smoke = nb.metadata.get("smoke_parameters")
+    assert isinstance(smoke, dict), f"{path.name}: notebook metadata needs a dict 'smoke_parameters'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_runs_at_smoke_scale(path, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    pytest.importorskip("nbval")
+
+    nb = _read(path)
+    smoke = dict(nb.metadata.get("smoke_parameters", {}))
+    declared = set(papermill.inspect_notebook(str(path)))
+    unknown = set(smoke) - declared
+    assert not unknown, f"{path.name}: smoke_parameters {sorted(unknown)} are not in the 'parameters' cell"
+    skipped = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and _skipped(c)]
+    assert not skipped, f"{path.name}: cells {skipped} are marked NBVAL_SKIP; every cell must run at smoke scale"
+
+    # Same layout as the repository (tmp/notebooks/X.ipynb) so that paths relative to the notebook still resolve
+    # inside the scratch folder; nbval starts the kernel in the notebook's folder.
+    copy = tmp_path / "notebooks" / path.name
+    copy.parent.mkdir()
+    papermill.execute_notebook(
+        str(path), str(copy), parameters=smoke or None, prepare_only=True, kernel_name="python3", progress_bar=False
+    )
+    prepared = _read(copy)
+    n_code = sum(c.cell_type == "code" for c in prepared.cells)
+    kept = sum(len(c.outputs) for c in prepared.cells if c.cell_type == "code")
+    committed = sum(len(c.outputs) for c in nb.cells if c.cell_type == "code")
+    assert kept == committed, "papermill prepare_only dropped committed outputs"
+
+    cmd = [
+        sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
+        f"--nbval-cell-timeout={CELL_TIMEOUT_S}", "-p", "no:cacheprovider", "-o", "addopts=",
+        f"--rootdir={tmp_path}", "--color=no", "-q", str(copy),
+    ]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=NOTEBOOK_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{path.name}: nbval did not finish within {NOTEBOOK_TIMEOUT_S} s at smoke parameters {smoke}\n"
+                    f"{(exc.stdout or b'')[-4000:]!r}")
+    report = proc.stdout[-8000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, (
+        f"{path.name} failed under nbval at smoke parameters {json.dumps(smoke)} (exit {proc.returncode}):\n{report}"
+    )
+    passed = re.search(r"(\d+) passed", proc.stdout)
+    assert passed and int(passed.group(1)) == n_code, (
+        f"{path.name}: expected all {n_code} code cells to pass under nbval, got:\n{report}"
+    )
