@@ -97,7 +97,7 @@ def straight_through(z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """
     soft = torch.softmax(z / tau, dim=-1)
     hard = F.one_hot(z.argmax(-1), z.shape[-1]).to(soft.dtype)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly one-hot in the forward pass (no rounding)
 
 
 @torch.no_grad()

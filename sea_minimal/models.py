@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -236,6 +237,21 @@ def load_policy(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dt
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("device='cuda' was requested but no CUDA GPU is visible. Fix: pass device='cpu'.")
     path = resolve_model_path(name_or_path)
-    tokenizer = _from_pretrained(AutoTokenizer, path)
-    model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype or default_dtype(device))
+    with quiet_progress_bars():
+        tokenizer = _from_pretrained(AutoTokenizer, path)
+        model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype or default_dtype(device))
     return Policy(model=model.to(device), tokenizer=tokenizer, name=name_or_path)
+
+
+@contextmanager
+def quiet_progress_bars():
+    """Silence transformers' "Loading weights" bars (they write to stderr, which notebooks then show)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

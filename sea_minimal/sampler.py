@@ -273,10 +273,14 @@ class SEA:
             reward_hard = self._score(scorer, one_hot(ids, V))
         optimizer = state["optimizer"]
         optimizer.zero_grad(set_to_none=True)
+        self._check_finite(it, loss.detach())
         if loss.requires_grad:
             loss.sum().backward()
-            optimizer.step()
-        self._check_finite(it, z.detach(), loss.detach())
+            try:
+                optimizer.step()
+            except RuntimeError as err:  # Adam refuses a learning rate that overflows float32
+                raise FloatingPointError(f"SEA diverged at iteration {it} ({err}). Fix: lower lr (now {cfg.lr}).") from None
+        self._check_finite(it, z.detach())
         stats = {"energy": loss.detach(), "logp_ref": logp, "reward_hard": reward_hard,
                  "reward_soft": reward_soft.detach(), "ids": ids, "noise": torch.full_like(logp, std)}
         return z, stats

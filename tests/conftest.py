@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny random causal LM (built in the test, no download) and the bundled SmolLM2."""
+
+import os
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sea_minimal import Policy, VocabReward
+
+# Run the device-independent tests on a GPU with SEA_TEST_DEVICE=cuda (CI has none: default cpu).
+DEVICE = os.environ.get("SEA_TEST_DEVICE", "cpu")
+
+
+def tiny_lm(vocab_size: int = 11, seed: int = 0, dtype=torch.float32) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                         initializer_range=0.5, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return LlamaForCausalLM(config).to(dtype=dtype, device=DEVICE).eval()
+
+
+@pytest.fixture
+def tiny_policy():
+    return Policy(tiny_lm(), tokenizer=None, name="tiny")
+
+
+@pytest.fixture
+def tiny_reward():
+    weights = torch.linspace(-1.0, 1.0, 11, device=DEVICE)
+    return VocabReward(weights, reduce="sum")
+
+
+@pytest.fixture(scope="session")
+def bundled_policy():
+    from sea_minimal import load_policy
+
+    return load_policy(device=DEVICE)

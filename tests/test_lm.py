@@ -1,0 +1,109 @@
+"""The differentiable pieces: straight-through tokens, KV-cached log pi_ref, energy gradients, Langevin."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICE, tiny_lm
+from sea_minimal import langevin_step
+from sea_minimal.lm import encode_prompt, next_token_logits, sample_tokens, sequence_logprob, straight_through
+
+PROMPT = torch.tensor([3, 1, 4, 1, 5], device=DEVICE)
+
+
+def full_forward_logprob(model, prompt_ids, tokens):
+    """log pi(y|x) from ONE forward over [prompt embeddings, soft response embeddings], no cache."""
+    E = model.get_input_embeddings().weight
+    embeds = torch.cat([E[prompt_ids], tokens[0] @ E], dim=0)[None]
+    logits = model(inputs_embeds=embeds).logits.float()[0]
+    P = prompt_ids.numel()
+    scoring = logits[P - 1 : P - 1 + tokens.shape[1]]
+    return (tokens[0] * F.log_softmax(scoring, -1)).sum()
+
+
+def test_straight_through_forward_is_one_hot_argmax():
+    z = torch.randn(3, 5, 7)
+    y = straight_through(z, tau=0.7)
+    assert torch.equal(y, F.one_hot(z.argmax(-1), 7).float())
+
+
+def test_straight_through_backward_is_softmax_jacobian():
+    tau = 0.7
+    z = torch.randn(2, 3, 7, requires_grad=True)
+    g = torch.randn(2, 3, 7)
+    (straight_through(z, tau) * g).sum().backward()
+    p = torch.softmax(z.detach() / tau, -1)
+    jac_t_g = (p * g - p * (p * g).sum(-1, keepdim=True)) / tau  # (diag p - p p^T) g / tau
+    torch.testing.assert_close(z.grad, jac_t_g, rtol=1e-5, atol=1e-6)
+
+
+def test_kv_cached_logprob_equals_full_forward():
+    model = tiny_lm()
+    cache = encode_prompt(model, PROMPT)
+    for tokens in (F.one_hot(torch.tensor([[2, 7, 0, 9]], device=DEVICE), 11).float(),
+                   torch.softmax(torch.randn(1, 4, 11, device=DEVICE), -1)):
+        cached = sequence_logprob(next_token_logits(model, cache, tokens), tokens)[0]
+        full = full_forward_logprob(model, PROMPT, tokens)
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_cache_is_not_mutated_by_reuse():
+    model = tiny_lm()
+    cache = encode_prompt(model, PROMPT)
+    before = [k.clone() for k, _ in cache.layers]
+    tokens = torch.softmax(torch.randn(3, 4, 11, device=DEVICE), -1)
+    first = next_token_logits(model, cache, tokens)
+    second = next_token_logits(model, cache, tokens)
+    torch.testing.assert_close(first, second)
+    assert all(torch.equal(b, k) for b, (k, _) in zip(before, cache.layers))
+
+
+def test_sampled_logits_are_teacher_forced_logits():
+    model = tiny_lm()
+    cache = encode_prompt(model, PROMPT)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    tokens, logits, stopped = sample_tokens(model, cache, 3, 6, gen, temperature=1.0)
+    assert tokens.shape == (3, 6) and logits.shape == (3, 6, 11) and not stopped.any()
+    forced = next_token_logits(model, cache, F.one_hot(tokens, 11).float())
+    torch.testing.assert_close(logits, forced, rtol=1e-4, atol=1e-4)
+
+
+def test_energy_gradient_matches_finite_differences():
+    """d/dy of U(y) = -(log pi_ref(y|x) + alpha r(y)) on soft tokens, against central differences."""
+    model = tiny_lm()
+    cache = encode_prompt(model, PROMPT)
+    w = torch.linspace(-1, 1, 11, device=DEVICE)
+    alpha = 2.0
+
+    def energy(y):
+        return -(sequence_logprob(next_token_logits(model, cache, y), y) + alpha * (y @ w).sum(-1)).sum()
+
+    y = torch.softmax(torch.randn(1, 4, 11, device=DEVICE), -1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy(y), y)
+    gen = torch.Generator(device=DEVICE).manual_seed(1)
+    for _ in range(3):
+        direction = torch.randn(y.shape, generator=gen, device=DEVICE)
+        eps = 1e-2
+        with torch.no_grad():
+            fd = (energy(y + eps * direction) - energy(y - eps * direction)) / (2 * eps)
+        analytic = (grad * direction).sum()
+        assert math.isclose(fd.item(), analytic.item(), rel_tol=2e-2, abs_tol=2e-3), (fd.item(), analytic.item())
+
+
+def test_langevin_reaches_gaussian_moments():
+    """Unadjusted Langevin on U = (z - mu)^2 / (2 s^2): samples must have mean mu and variance ~ s^2."""
+    mu, s, eta = 1.5, 0.8, 0.01
+    gen = torch.Generator().manual_seed(0)
+    z = torch.zeros(20000)
+    for _ in range(1500):
+        z = langevin_step(z, (z - mu) / s**2, eta, 1.0, gen)
+    # ULA's stationary variance for this Gaussian is s^2 / (1 - eta / (2 s^2)): a 0.8% bias here.
+    assert abs(z.mean().item() - mu) < 0.03
+    assert abs(z.var().item() / s**2 - 1) < 0.04
+
+
+def test_langevin_noise_scale_zero_is_gradient_descent():
+    gen = torch.Generator().manual_seed(0)
+    z, grad = torch.randn(5), torch.randn(5)
+    torch.testing.assert_close(langevin_step(z, grad, 0.1, 0.0, gen), z - 0.1 * grad)

@@ -1,0 +1,53 @@
+"""Model loading: clear errors, chat template, and a short SEA run on the bundled SmolLM2 (both recipes)."""
+
+import math
+
+import pytest
+import torch
+
+from sea_minimal import SEA, ModelLoadError, SEAConfig, demo_reward, load_policy
+from sea_minimal.models import BUNDLED_MODELS
+
+
+def test_unknown_name_lists_bundled_models():
+    with pytest.raises(ModelLoadError, match="smollm2-135m-instruct"):
+        load_policy("no-such-model")
+
+
+def test_hub_id_without_network_says_how_to_pass_a_local_path(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    with pytest.raises(ModelLoadError, match="local"):
+        load_policy("someorg/certainly-not-a-model-8c1f")
+
+
+def test_empty_name_is_rejected():
+    with pytest.raises(ModelLoadError, match="non-empty"):
+        load_policy("")
+
+
+@pytest.mark.slow
+def test_bundled_model_loads_with_chat_template(bundled_policy):
+    assert bundled_policy.vocab_size == 49152 and "smollm2-135m-instruct" in BUNDLED_MODELS
+    ids = bundled_policy.encode_prompt("How do I bake bread?")
+    text = bundled_policy.tokenizer.decode(ids)
+    assert "<|im_start|>user\nHow do I bake bread?<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert bundled_policy.end_of_turn_id in bundled_policy.special_ids
+    with pytest.raises(ValueError, match="empty"):
+        bundled_policy.encode_prompt("   ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [SEAConfig.paper(num_chains=2, length=6, steps=2),
+                                    SEAConfig.released_code(num_chains=2, length=6, steps=2)])
+def test_few_iterations_on_bundled_model(bundled_policy, config):
+    res = SEA(bundled_policy, demo_reward(bundled_policy), config).run(["How do I make a cake?"], progress=False)[0]
+    assert len(res.texts) == 2 and all(len(c["token_ids"]) <= 6 for c in res.candidates)
+    assert all(math.isfinite(v) for row in res.trajectory["energy"] for v in row)
+    assert all(len(row) == 6 for row in res.kl_per_position)
+    if config.rewrite:
+        assert any(c["source"].startswith("rewrite") for c in res.candidates)
+    assert all(t not in bundled_policy.special_ids for c in res.candidates[:2] for t in c["token_ids"])
+    assert isinstance(res.text, str) and res.text.strip()

@@ -1,0 +1,189 @@
+"""The SEA sampler on a tiny random model: ablation switches, reproducibility, errors, performance musts."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import DEVICE, tiny_lm
+from sea_minimal import SEA, Policy, SEAConfig, VocabMismatchError, VocabReward
+
+PROMPT = [3, 1, 4, 1, 5]
+SMALL = dict(num_chains=3, length=5, steps=6, seed=0)
+
+
+def run(policy, reward, **overrides):
+    return SEA(policy, reward, SEAConfig(**{**SMALL, **overrides})).run([PROMPT], progress=False)[0]
+
+
+def without_wall_time(result):
+    d = result.to_dict()
+    d.pop("wall_time")
+    d["trajectory"] = {k: v for k, v in d["trajectory"].items() if k != "wall_time"}
+    return d
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_result_shapes_and_finite_values(tiny_policy, tiny_reward, recipe):
+    res = run(tiny_policy, tiny_reward, recipe=recipe)
+    assert len(res.texts) == 3 and len(res.candidates) == 3 and res.iterations == 6
+    assert all(len(c["token_ids"]) == 5 for c in res.candidates)
+    for key, values in res.trajectory.items():
+        assert len(values) == 6 and all(len(row) == 3 for row in values), key
+        assert all(math.isfinite(v) for row in values for v in row), key
+    assert len(res.kl_per_position) == 3 and len(res.kl_per_position[0]) == 5
+    assert res.text == res.candidates[res.selected]["text"]
+    assert res.candidates[res.selected]["reward"] == max(c["reward"] for c in res.candidates)
+    assert res.versions["torch"] == torch.__version__ and res.config["recipe"] == recipe
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_same_seed_same_result(tiny_policy, tiny_reward, recipe):
+    a = run(tiny_policy, tiny_reward, recipe=recipe)
+    b = run(tiny_policy, tiny_reward, recipe=recipe)
+    assert without_wall_time(a) == without_wall_time(b)
+    c = run(tiny_policy, tiny_reward, recipe=recipe, seed=1)
+    assert c.trajectory["energy"] != a.trajectory["energy"]
+
+
+def test_langevin_energy_is_minus_logp_minus_alpha_reward(tiny_policy, tiny_reward):
+    for alpha in (0.5, 3.0):
+        res = run(tiny_policy, tiny_reward, alpha=alpha)
+        for U, lp, r in zip(res.trajectory["energy"], res.trajectory["logp_ref"], res.trajectory["reward_hard"]):
+            for u, l, rr in zip(U, lp, r):
+                assert u == pytest.approx(-(l + alpha * rr), rel=1e-5, abs=1e-5)
+
+
+def test_langevin_ablation_switches_change_the_energy(tiny_policy, tiny_reward):
+    no_reward = run(tiny_policy, tiny_reward, use_reward=False)
+    for U, lp in zip(no_reward.trajectory["energy"], no_reward.trajectory["logp_ref"]):
+        assert U == pytest.approx([-v for v in lp])
+    no_ref = run(tiny_policy, tiny_reward, use_reference=False, alpha=2.0)
+    for U, r in zip(no_ref.trajectory["energy"], no_ref.trajectory["reward_hard"]):
+        assert U == pytest.approx([-2.0 * v for v in r])
+    no_noise = run(tiny_policy, tiny_reward, use_noise=False)
+    assert all(v == 0 for row in no_noise.trajectory["noise"] for v in row)
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_nothing_moves_without_reward_reference_and_noise(tiny_policy, tiny_reward, recipe):
+    """With all three forces off, Z must stay at its initial value: any leak shows as a KL or a text change."""
+    res = run(tiny_policy, tiny_reward, recipe=recipe, use_reward=False, use_reference=False, use_noise=False)
+    assert all(v == 0 for row in res.trajectory["kl_init"] for v in row)
+    assert res.texts == res.initial_texts
+
+
+def test_reward_pulls_toward_high_reward_tokens(tiny_policy, tiny_reward):
+    """Reward only, no noise: gradient steps must raise the reward of a random start (the reward is linear)."""
+    res = run(tiny_policy, tiny_reward, use_reference=False, use_noise=False, init="random", alpha=1.0,
+              step_size=1.0, steps=20)
+    assert sum(res.rewards) > sum(res.initial_rewards) + 1.0
+    ref = run(tiny_policy, tiny_reward, recipe="reference", use_reference=False, use_noise=False, init="random",
+              steps=20, lr=0.5)
+    assert sum(ref.rewards) > sum(ref.initial_rewards) + 1.0
+
+
+def test_num_chains_length_and_steps_fields(tiny_policy, tiny_reward):
+    res = run(tiny_policy, tiny_reward, num_chains=1, length=2, steps=3)
+    assert len(res.texts) == 1 and len(res.candidates[0]["token_ids"]) == 2 and len(res.trajectory["energy"]) == 3
+
+
+def test_init_policy_vs_random(tiny_policy, tiny_reward):
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    from sea_minimal.lm import encode_prompt
+
+    cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=DEVICE))
+    rnd = SEA(tiny_policy, tiny_reward, SEAConfig(init="random", num_chains=64, length=8))._initial_logits(cache, gen)
+    assert abs(rnd.mean().item()) < 0.05 and abs(rnd.std().item() - 1) < 0.05
+    pol = SEA(tiny_policy, tiny_reward, SEAConfig(init="policy", num_chains=4, length=8, init_temp=5.0))
+    z0 = pol._initial_logits(cache, gen)
+    # policy init = teacher-forced logits / init_temp: position 0 is the prompt's next-token logits / 5
+    torch.testing.assert_close(z0[:, 0], (cache.next_logits / 5.0).expand(4, -1))
+
+
+def test_select_best_keeps_the_best_iterate(tiny_policy, tiny_reward):
+    res = run(tiny_policy, tiny_reward, recipe="reference", select="best", steps=8)
+    for c in range(3):
+        assert res.rewards[c] == pytest.approx(max(row[c] for row in res.trajectory["reward_hard"]))
+
+
+def test_reference_patience_stops_early(tiny_policy):
+    flat = VocabReward(torch.zeros(11, device=DEVICE))
+    res = run(tiny_policy, flat, recipe="reference", steps=50, patience=3)
+    assert res.iterations == 4  # improvement at iteration 0, then 3 iterations without one
+
+
+def test_special_tokens_never_appear(tiny_policy, tiny_reward):
+    tiny_policy.__dict__["special_ids"] = [9, 10]  # the two highest-reward tokens
+    for recipe in ("langevin", "reference"):
+        res = run(tiny_policy, tiny_reward, recipe=recipe, init="random", steps=10)
+        assert not any(t in (9, 10) for c in res.candidates for t in c["token_ids"])
+
+
+def test_vocabulary_mismatch_names_both_sizes(tiny_policy):
+    with pytest.raises(VocabMismatchError, match=r"12 tokens.*11"):
+        SEA(tiny_policy, VocabReward(torch.zeros(12)), SEAConfig())
+
+
+@pytest.mark.parametrize("bad", [dict(length=0), dict(steps=0), dict(num_chains=0), dict(recipe="adam"),
+                                 dict(step_size=0.0), dict(init="zeros")])
+def test_bad_config_is_rejected_with_a_clear_message(bad):
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=key):
+        SEAConfig(**bad)
+
+
+def test_empty_prompt_is_rejected(tiny_policy, tiny_reward):
+    sea = SEA(tiny_policy, tiny_reward, SEAConfig(**SMALL))
+    with pytest.raises(ValueError, match="empty"):
+        sea.run([[]], progress=False)
+    with pytest.raises(ValueError, match="No prompts"):
+        sea.run([], progress=False)
+
+
+@pytest.mark.parametrize("recipe,knob", [("langevin", "step_size"), ("reference", "lr")])
+def test_divergence_raises_instead_of_returning_nan(tiny_policy, tiny_reward, recipe, knob):
+    with pytest.raises(FloatingPointError, match=knob):
+        run(tiny_policy, tiny_reward, recipe=recipe, **{knob: 1e38}, alpha=1e38, reward_weight=1e38)
+
+
+def test_logits_stay_float32_with_a_bf16_model(tiny_reward):
+    policy = Policy(tiny_lm(dtype=torch.bfloat16), tokenizer=None)
+    seen = []
+    inner = tiny_reward.for_prompt
+
+    def spy(prompt_ids):
+        score = inner(prompt_ids)
+        return lambda tokens: (seen.append(tokens.dtype), score(tokens))[1]
+
+    tiny_reward.for_prompt = spy
+    for recipe in ("langevin", "reference"):
+        res = run(policy, tiny_reward, recipe=recipe, steps=2)
+        assert all(math.isfinite(v) for row in res.trajectory["logp_ref"] for v in row)
+    assert seen and set(seen) == {torch.float32}
+
+
+class ForwardLog:
+    """Records every forward call of a model: batch size, number of new positions, grad mode."""
+
+    def __init__(self, model):
+        self.calls = []
+        model.register_forward_pre_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs):
+        x = kwargs.get("input_ids")
+        x = kwargs.get("inputs_embeds") if x is None else x
+        self.calls.append((x.shape[0], x.shape[1], torch.is_grad_enabled()))
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_prompt_encoded_once_and_chains_batched(tiny_policy, tiny_reward, recipe):
+    log = ForwardLog(tiny_policy.model)
+    run(tiny_policy, tiny_reward, recipe=recipe, init="random", use_noise=True)
+    prompt_calls = [c for c in log.calls if c[1] == len(PROMPT)]
+    assert len(prompt_calls) == 1  # the prompt goes through the model once per prompt
+    loop_calls = log.calls[1:]
+    assert len(loop_calls) == SMALL["steps"]  # one batched forward per iteration ...
+    assert all(b == SMALL["num_chains"] and t == SMALL["length"] - 1 for b, t, _ in loop_calls)  # ... of all chains
+    # langevin differentiates through pi_ref; the reference recipe's p_ref is a detached target
+    assert all(grad == (recipe == "langevin") for _, _, grad in loop_calls)
