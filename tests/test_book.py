@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -29,7 +30,9 @@ def built_book(tmp_path_factory):
     """Build into a scratch folder with --path-output: the sources are read in place, nothing is written there."""
     out = tmp_path_factory.mktemp("book")
     cmd = [_jupyter_book(), "build", "-W", "-n", "--keep-going", "--all", str(ROOT), "--path-output", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    env = dict(os.environ, NO_COLOR="1")
+    env.pop("FORCE_COLOR", None)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     return proc, out / "_build" / "html"
 
 

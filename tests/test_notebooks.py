@@ -38,8 +38,11 @@ nbformat = pytest.importorskip("nbformat")
 pytestmark = pytest.mark.notebooks
 
 
-def _ids(paths):
-    return [p.stem for p in paths]
+# One parameter per notebook; if notebooks/ is empty the per-notebook tests skip with a clear reason (and
+# test_notebooks_exist fails: the book has two chapters).
+NOTEBOOK_PARAMS = [pytest.param(p, id=p.stem) for p in NOTEBOOKS] or [
+    pytest.param(None, id="no-notebooks", marks=pytest.mark.skip(reason=f"no notebooks in {NOTEBOOK_DIR}"))
+]
 
 
 def _read(path: Path):
@@ -63,7 +66,7 @@ def test_notebooks_exist():
     assert len(NOTEBOOKS) >= 2, f"expected at least 2 notebooks in {NOTEBOOK_DIR}, found {[p.name for p in NOTEBOOKS]}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+@pytest.mark.parametrize("path", NOTEBOOK_PARAMS)
 def test_notebook_is_clean_and_small(path):
     """Guard on what is committed: size, no papermill bookkeeping, the agreed parameters convention."""
     size = path.stat().st_size
@@ -86,7 +89,7 @@ def test_notebook_is_clean_and_small(path):
     assert isinstance(smoke, dict), f"{path.name}: notebook metadata needs a dict 'smoke_parameters'"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+@pytest.mark.parametrize("path", NOTEBOOK_PARAMS)
 def test_notebook_runs_at_smoke_scale(path, tmp_path):
     papermill = pytest.importorskip("papermill")
     pytest.importorskip("nbval")
