@@ -9,8 +9,8 @@
 Each notebook runs in the Jupyter kernel ``python3`` of *this* interpreter's environment (``make venv`` registers
 it in ``.venv``), with ``notebooks/`` as the working directory and a per-cell timeout. Afterwards the papermill
 bookkeeping is removed (notebook ``metadata.papermill``, per-cell ``metadata.papermill`` and
-``metadata.execution`` timestamps) while outputs and execution counts are kept, so that ``nbval`` can still
-compare the cells marked ``# NBVAL_CHECK_OUTPUT`` against the committed outputs.
+``metadata.execution`` timestamps, widget outputs and widget state) while outputs and execution counts are kept,
+so that ``nbval`` can still compare the cells marked ``# NBVAL_CHECK_OUTPUT`` against the committed outputs.
 
 A run with ``--parameters`` leaves papermill's ``injected-parameters`` cell in the notebook (that is the record of
 what was run); a later run at default parameters removes it again.
@@ -94,15 +94,26 @@ def drop_injected_cells(path: Path) -> None:
         nbformat.write(nb, path)
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
 def clean(path: Path) -> None:
-    """Strip papermill metadata and execution timestamps; keep outputs, execution counts, tags and ids."""
+    """Strip papermill metadata and execution timestamps; keep outputs, execution counts, tags and ids.
+
+    Widget outputs (tqdm.auto progress bars when ipywidgets is installed) are dropped with the notebook's widget
+    state: they carry a random model id per run, so every rerun would change the committed notebook, and a
+    static page cannot show a live widget anyway.
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         for key in ("papermill", "execution", "ExecuteTime"):
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
     nbformat.write(nb, path)
 
 
