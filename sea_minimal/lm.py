@@ -90,14 +90,20 @@ def sequence_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     return (tokens * F.log_softmax(logits, dim=-1)).sum(dim=(-1, -2))
 
 
-def straight_through(z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """Straight-through relaxation of logits z [..., V].
+def relax(z: torch.Tensor, tau: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Straight-through relaxation of logits z [..., V]; returns (tokens, soft).
 
-    Forward value: one-hot(argmax z). Backward: the Jacobian of softmax(z / tau).
+    tokens: forward value one-hot(argmax z), backward the Jacobian of soft = softmax(z / tau).
+    soft is returned too, so callers that also need the relaxed distribution compute the softmax once.
     """
     soft = torch.softmax(z / tau, dim=-1)
-    hard = F.one_hot(z.argmax(-1), z.shape[-1]).to(soft.dtype)
-    return hard + (soft - soft.detach())  # exactly one-hot in the forward pass (no rounding)
+    hard = F.one_hot(soft.detach().argmax(-1), z.shape[-1]).to(soft.dtype)
+    return hard + (soft - soft.detach()), soft  # exactly one-hot in the forward pass (no rounding)
+
+
+def straight_through(z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Forward: one-hot(argmax z). Backward: the Jacobian of softmax(z / tau)."""
+    return relax(z, tau)[0]
 
 
 @torch.no_grad()

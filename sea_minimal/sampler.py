@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import SEAConfig
-from .lm import PromptCache, encode_prompt, next_token_logits, sample_tokens, sequence_logprob, straight_through
+from .lm import PromptCache, encode_prompt, next_token_logits, relax, sample_tokens, sequence_logprob
 from .models import Policy
 from .rewards import Reward, one_hot
 
@@ -98,10 +98,12 @@ def langevin_step(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise_s
     return z - step_size * grad + math.sqrt(2.0 * step_size) * noise_scale * noise
 
 
-def kl_per_position(z_from: torch.Tensor, z_to: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(z_from) || softmax(z_to)) at each position: [C, T, V] x2 -> [C, T], nats."""
-    logp, logq = F.log_softmax(z_from, -1), F.log_softmax(z_to, -1)
-    return (logp.exp() * (logp - logq)).sum(-1)
+def kl_per_position(logp_from: torch.Tensor, z_to: torch.Tensor) -> torch.Tensor:
+    """KL(p || softmax(z_to)) at each position, p = exp(logp_from): [C, T, V] x2 -> [C, T], nats.
+
+    Takes the initial distribution as log-probabilities so that it is normalised once per prompt, not per iteration.
+    """
+    return (logp_from.exp() * (logp_from - F.log_softmax(z_to, -1))).sum(-1)
 
 
 class SEA:
@@ -169,7 +171,8 @@ class SEA:
 
         z0 = self._initial_logits(cache, generator)
         with torch.no_grad():
-            init_ids = (z0 + self.mask).argmax(-1)
+            logp0 = F.log_softmax(z0 + self.mask, -1)
+            init_ids = logp0.argmax(-1)
             init_rewards = self._score(scorer, one_hot(init_ids, V))
         traj = {k: [] for k in TRAJECTORY_KEYS}
         best_ids, best_reward = init_ids.clone(), torch.full((cfg.num_chains,), -math.inf, device=device)
@@ -182,7 +185,7 @@ class SEA:
         for it in range(cfg.steps):
             z, stats = step(it, z, cache, scorer, generator, state)
             with torch.no_grad():
-                stats["kl_init"] = kl_per_position(z0 + self.mask, z.detach() + self.mask).mean(-1)
+                stats["kl_init"] = kl_per_position(logp0, z.detach() + self.mask).mean(-1)
                 improved = stats["reward_hard"] > best_reward
                 best_reward = torch.where(improved, stats["reward_hard"], best_reward)
                 best_ids[improved] = stats["ids"][improved]
@@ -200,7 +203,7 @@ class SEA:
         with torch.no_grad():
             final_ids = best_ids if cfg.select == "best" else last_ids
             final_rewards = self._score(scorer, one_hot(final_ids, V))
-            kl_final = kl_per_position(z0 + self.mask, z.detach() + self.mask)
+            kl_final = kl_per_position(logp0, z.detach() + self.mask)
         candidates = [
             {"source": f"chain {c}", "token_ids": final_ids[c].tolist(), "text": policy.decode(final_ids[c]),
              "reward": float(final_rewards[c])}
@@ -221,7 +224,8 @@ class SEA:
 
     def _langevin_iteration(self, it, z, cache, scorer, generator, state):
         cfg, V = self.config, self.policy.vocab_size
-        tokens = straight_through(z + self.mask, cfg.st_tau)  # forward: one-hot argmax; backward: softmax
+        tokens, soft = relax(z + self.mask, cfg.st_tau)  # forward: one-hot argmax; backward: softmax(Z / tau)
+        ids = soft.detach().argmax(-1)
         if cfg.use_reference:
             logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens), tokens)
         else:
@@ -241,10 +245,9 @@ class SEA:
         with torch.no_grad():
             new_z = langevin_step(z.detach(), grad, cfg.step_size, noise, generator)
             self._check_finite(it, new_z, energy)
-            soft = torch.softmax((z + self.mask) / cfg.st_tau, -1)
             reward_soft = self._score(scorer, soft) if cfg.track_soft_reward else torch.full_like(reward, float("nan"))
         stats = {"energy": energy.detach(), "logp_ref": logp.detach(), "reward_hard": reward.detach(),
-                 "reward_soft": reward_soft, "ids": tokens.detach().argmax(-1),
+                 "reward_soft": reward_soft.detach(), "ids": ids,
                  "noise": torch.full_like(reward, math.sqrt(2 * cfg.step_size) * noise)}
         return new_z.requires_grad_(True), stats
 
