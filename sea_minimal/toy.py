@@ -425,6 +425,9 @@ def sampling_tv_floor(p: torch.Tensor, num: int, repeats: int, generator: torch.
 
 
 # --------------------------------------------------------------------------------------------- SEA on the toy
+NO_EARLY_STOP = 10 ** 9  # a patience no run reaches
+
+
 def toy_sea_config(world: ToyWorld, recipe: str, alpha: float, num_chains: int, steps: int, seed: int = 0,
                    **overrides) -> SEAConfig:
     """A :class:`SEAConfig` for the toy world.
@@ -432,9 +435,10 @@ def toy_sea_config(world: ToyWorld, recipe: str, alpha: float, num_chains: int, 
     ``langevin``: the paper's recipe with the given alpha (the same alpha as the exact pi*).
     ``reference``: ``SEAConfig.released_code`` with the reward weight set so that its effective alpha matches:
     the released loss is -w_r r + w_f * mean_t(-log p_ref), i.e. alpha_eff = w_r T / w_f, so
-    w_r = alpha w_f / T. Also: top-k clamped to V (the sampler would fail for k > V), patience = steps (the
-    released code's early stop looks at all chains of a prompt, which would couple the independent chains
-    batched here), and no rewrite (the toy has no tokenizer; the sampler skips it anyway).
+    w_r = alpha w_f / T. Also: top-k clamped to V (the sampler would fail for k > V), early stopping off
+    (``patience`` larger than any run: the released code's early stop looks at all chains of a prompt, which
+    would couple the independent chains batched here, and would break the prefix property of
+    :func:`sea_samples`), and no rewrite (the toy has no tokenizer; the sampler skips it anyway).
     """
     base = dict(num_chains=num_chains, length=world.length, steps=steps, seed=seed)
     if recipe == "langevin":
@@ -443,7 +447,7 @@ def toy_sea_config(world: ToyWorld, recipe: str, alpha: float, num_chains: int, 
         fluency_weight = overrides.pop("fluency_weight", 0.1)
         cfg = SEAConfig.released_code(
             reward_weight=alpha * fluency_weight / world.length, fluency_weight=fluency_weight,
-            topk=min(overrides.pop("topk", 10), world.vocab_size), patience=steps, rewrite=False, **base)
+            topk=min(overrides.pop("topk", 10), world.vocab_size), patience=NO_EARLY_STOP, rewrite=False, **base)
     else:
         raise ValueError(f"recipe must be 'langevin' or 'reference', got {recipe!r}")
     return cfg.replace(**overrides)
@@ -454,8 +458,8 @@ def sea_samples(world: ToyWorld, config: SEAConfig, steps, progress: bool = Fals
 
     Each run is a fresh ``SEA(world.policy, world.reward, config.replace(steps=s)).run(world.prompt)`` with the
     same seed, so runs with fewer steps are prefixes of the longer ones (the same chains, observed earlier;
-    the reference recipe's patience can break this if it stops early). ``steps=1`` returns the chains'
-    starting points (argmax of the initial logits).
+    the reference recipe's patience would break this if it stopped early, see :func:`toy_sea_config`).
+    For ``select="last"``, ``steps=1`` returns the chains' starting points (argmax of the initial logits).
 
     Returns:
         {s: {"token_ids": LongTensor [C, T], "rewards": float64 [C] (hard reward of each chain's final

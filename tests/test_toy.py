@@ -168,6 +168,7 @@ def test_reference_config_matches_the_effective_alpha(world):
     assert cfg.recipe == "reference" and cfg.select == "best"
     assert cfg.reward_weight * world.length / cfg.fluency_weight == pytest.approx(3.0)
     assert cfg.topk <= world.vocab_size
+    assert cfg.patience > 10 ** 6  # no early stop: chains stay independent and runs nest
     lang = toy_sea_config(world, "langevin", alpha=3.0, num_chains=8, steps=5, step_size=0.5)
     assert lang.alpha == 3.0 and lang.step_size == 0.5 and lang.length == world.length
 
@@ -193,3 +194,9 @@ def test_sea_runs_on_the_toy_world(world, recipe):
         # sea_samples: a run with fewer steps is a prefix of a longer one (same seed)
         short = sea_samples(world, cfg, [3])[3]
         assert np.allclose(short["rewards"].numpy(), result.trajectory["reward_hard"][2], atol=1e-5)
+    else:
+        # select="best": the final chain is the best iterate so far; the 3-step run saw a prefix of this one
+        short = sea_samples(world, cfg, [3])[3]
+        best3 = np.max(np.array(result.trajectory["reward_hard"][:3]), axis=0)
+        assert np.allclose(short["rewards"].numpy(), best3, atol=1e-5)
+        assert short["iterations"] == 3
