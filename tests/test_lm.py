@@ -70,8 +70,11 @@ def test_sampled_logits_are_teacher_forced_logits():
 
 
 def test_energy_gradient_matches_finite_differences():
-    """d/dy of U(y) = -(log pi_ref(y|x) + alpha r(y)) on soft tokens, against central differences."""
-    model = tiny_lm()
+    """d/dy of U(y) = -(log pi_ref(y|x) + alpha r(y)) on soft tokens, against central differences.
+
+    The model runs in float64 and the inputs are drawn on the CPU, so the check is the same instance on any device.
+    """
+    model = tiny_lm(dtype=torch.float64)
     cache = encode_prompt(model, PROMPT)
     w = torch.linspace(-1, 1, 11, device=DEVICE)
     alpha = 2.0
@@ -79,16 +82,16 @@ def test_energy_gradient_matches_finite_differences():
     def energy(y):
         return -(sequence_logprob(next_token_logits(model, cache, y), y) + alpha * (y @ w).sum(-1)).sum()
 
-    y = torch.softmax(torch.randn(1, 4, 11, device=DEVICE), -1).requires_grad_(True)
+    gen = torch.Generator().manual_seed(1)
+    y = torch.softmax(torch.randn(1, 4, 11, generator=gen), -1).to(DEVICE).requires_grad_(True)
     (grad,) = torch.autograd.grad(energy(y), y)
-    gen = torch.Generator(device=DEVICE).manual_seed(1)
     for _ in range(3):
-        direction = torch.randn(y.shape, generator=gen, device=DEVICE)
-        eps = 1e-2
+        direction = torch.randn(y.shape, generator=gen).to(DEVICE)
+        eps = 1e-4  # the tiny model is strongly curved: larger steps measure curvature, not the gradient
         with torch.no_grad():
             fd = (energy(y + eps * direction) - energy(y - eps * direction)) / (2 * eps)
         analytic = (grad * direction).sum()
-        assert math.isclose(fd.item(), analytic.item(), rel_tol=2e-2, abs_tol=2e-3), (fd.item(), analytic.item())
+        assert math.isclose(fd.item(), analytic.item(), rel_tol=1e-2, abs_tol=1e-2), (fd.item(), analytic.item())
 
 
 def test_langevin_reaches_gaussian_moments():
