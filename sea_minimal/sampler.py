@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .compute import ComputeMeter
 from .config import SEAConfig
 from .lm import PromptCache, encode_prompt, next_token_logits, relax, sample_tokens, sequence_logprob
 from .models import Policy
@@ -76,6 +77,8 @@ class SEAResult:
     versions: dict
     wall_time: float
     iterations: int  # iterations actually run (patience may stop early)
+    method: str = "sea"  # "sea-langevin", "sea-reference", or a baseline's name
+    compute: dict = field(default_factory=dict)  # see sea_minimal.compute.Compute
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,6 +139,7 @@ class SEA:
     def _score(self, scorer, tokens: torch.Tensor) -> torch.Tensor:
         if scorer is None:
             return torch.zeros(tokens.shape[0], device=tokens.device)
+        self._meter.count_reward(tokens.shape[0])
         return scorer(tokens)
 
     def _initial_logits(self, prompt: PromptCache, generator: torch.Generator) -> torch.Tensor:
@@ -160,6 +164,13 @@ class SEA:
             )
 
     def _run_one(self, prompt, bar) -> SEAResult:
+        reward_model = getattr(self.reward, "model", None)
+        with ComputeMeter(self.policy.model, reward_model, device=self.policy.device) as self._meter:
+            result = self._optimise(prompt, bar)
+        result.compute = self._meter.compute.to_dict()
+        return result
+
+    def _optimise(self, prompt, bar) -> SEAResult:
         cfg, policy = self.config, self.policy
         device = policy.device
         start = time.perf_counter()
@@ -219,7 +230,7 @@ class SEA:
             initial_texts=[policy.decode(ids) for ids in init_ids], initial_rewards=init_rewards.tolist(),
             trajectory=traj, kl_per_position=kl_final.tolist(), config=cfg.to_dict(), seed=cfg.seed,
             device=str(device), versions=library_versions(), wall_time=time.perf_counter() - start,
-            iterations=it + 1,
+            iterations=it + 1, method=f"sea-{cfg.recipe}",
         )
 
     def _langevin_iteration(self, it, z, cache, scorer, generator, state):

@@ -19,6 +19,7 @@ def run(policy, reward, **overrides):
 def without_wall_time(result):
     d = result.to_dict()
     d.pop("wall_time")
+    d["compute"] = {k: v for k, v in d["compute"].items() if k not in ("wall_time", "peak_memory_mib")}
     d["trajectory"] = {k: v for k, v in d["trajectory"].items() if k != "wall_time"}
     return d
 
@@ -187,3 +188,15 @@ def test_prompt_encoded_once_and_chains_batched(tiny_policy, tiny_reward, recipe
     assert all(b == SMALL["num_chains"] and t == SMALL["length"] - 1 for b, t, _ in loop_calls)  # ... of all chains
     # langevin differentiates through pi_ref; the reference recipe's p_ref is a detached target
     assert all(grad == (recipe == "langevin") for _, _, grad in loop_calls)
+
+
+def test_compute_accounting_matches_a_hand_count(tiny_policy, tiny_reward):
+    """Langevin, random init: per iteration one forward of C x (T-1) tokens with gradient, C hard rewards
+    in the loop (the straight-through forward) + C soft rewards; after the loop C rewards for the final pick.
+    The prompt (P tokens) is run once for the policy; the vocabulary reward has no model."""
+    C, T, S, P = SMALL["num_chains"], SMALL["length"], SMALL["steps"], len(PROMPT)
+    res = run(tiny_policy, tiny_reward, init="random")
+    assert res.compute["forward_tokens"] == P + S * C * (T - 1)
+    assert res.compute["backward_tokens"] == S * C * (T - 1)
+    assert res.compute["reward_calls"] == C + S * 2 * C + C  # initial score, loop (hard + soft), final
+    assert res.compute["wall_time"] > 0 and res.method == "sea-langevin"
