@@ -39,3 +39,13 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise KeyError(f"Unknown method {name!r}. Known methods: {sorted(METHODS)}")
     return METHODS[name]
+
+
+def _register_baselines() -> None:
+    from .baselines import BASELINES
+
+    for name, fn in BASELINES.items():
+        METHODS.setdefault(name, fn)
+
+
+_register_baselines()

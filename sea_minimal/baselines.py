@@ -1,0 +1,372 @@
+"""Discrete baselines with SEA's reward and result type: greedy ("SFT"), sampling, Best-of-N, ARGS, CBS.
+
+Every function has the registry signature ``method(policy, reward, prompt, seed, **params) -> SEAResult``
+(see :mod:`sea_minimal.methods`) and fills the same :class:`~sea_minimal.sampler.SEAResult` as SEA, so the
+runner, the metrics and the plots treat all methods alike.
+
+Common conventions
+------------------
+* ``length`` (default 50, as SEA's fixed span) caps the response. Generation stops at the first special
+  token (``policy.special_ids``: end-of-turn, chat markers, EOS), like an ordinary ``generate``; the stop
+  token is not part of the response. Special tokens are banned at the first position, so no response is
+  empty (``min_new_tokens=1``).
+* Rewards are computed on the one-hot response tokens through ``reward.for_prompt(prompt_ids)`` (the same
+  scorer SEA uses for its hard reward). Responses of different lengths are scored in groups of equal length.
+* ``compute`` comes from a :class:`~sea_minimal.compute.ComputeMeter` that watches the policy model and the
+  reward model (if the reward has one) and counts one reward call per response scored.
+* ``initial_texts`` / ``initial_rewards`` hold the base policy's greedy answer (decoded outside the meter, so
+  it does not count as the method's compute); pass ``initial=False`` to skip it. ``greedy`` is its own initial.
+* Randomness comes only from a ``torch.Generator`` seeded with ``seed``: same seed, same output.
+
+Defaults follow the authors' baseline code (SEA.md §4): BoN at temperature 1.0 with top-k 50; ARGS with
+score = log pi(v) + 1.0 r over the top-50 next tokens, greedy; CBS with beam width 1, 4 successors per
+beam and 32-token chunks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .compute import ComputeMeter
+from .lm import PromptCache, encode_prompt
+from .models import Policy, cache_kwarg
+from .rewards import Reward, one_hot
+from .sampler import SEAResult, library_versions
+
+DEFAULT_LENGTH = 50
+SCORE_BUDGET = 2**25  # one-hot elements per reward call (128 MiB in float32)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+@dataclass
+class Samples:
+    """``num`` decoded continuations of one cache.
+
+    tokens: [num, steps] long (positions after a row's stop token are meaningless); lengths: [num] response
+    length of each row (tokens before its first stop token); stopped: [num] bool (row hit a stop token);
+    continue_from(i): a PromptCache that continues row i (only with ``keep_cache=True``).
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    stopped: torch.Tensor
+    _cache: object = None
+    _next_logits: torch.Tensor | None = None
+    _length: int = 0
+
+    def ids(self, i: int) -> list[int]:
+        return self.tokens[i, : int(self.lengths[i])].tolist()
+
+    def continue_from(self, i: int) -> PromptCache:
+        if self._cache is None:
+            raise RuntimeError("decode(..., keep_cache=True) is needed to continue a sample.")
+        layers = [(layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in self._cache.layers]
+        return PromptCache(layers=layers, next_logits=self._next_logits[i], length=self._length)
+
+
+@torch.no_grad()
+def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, generator: torch.Generator | None,
+           temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, ban_stop_first: bool = True,
+           keep_cache: bool = False) -> Samples:
+    """Batched sampling (``temperature > 0``, optional top-k) or greedy decoding (``temperature == 0``).
+
+    Like :func:`sea_minimal.lm.sample_tokens`, but ends as soon as every row has hit a stop token, and can
+    return the KV cache so that a row can be continued later (chunk-level beam search). The model runs one
+    token per row per step; with ``keep_cache`` the last sampled token is run too (its logits start the next
+    chunk), otherwise not.
+    """
+    from transformers import DynamicCache
+
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    device = prompt.next_logits.device
+    data = [(k.expand(num, *k.shape[1:]).contiguous(), v.expand(num, *v.shape[1:]).contiguous()) for k, v in prompt.layers]
+    cache = DynamicCache(data)
+    logits = prompt.next_logits.expand(num, -1)
+    vocab = logits.shape[-1]
+    stop = torch.tensor(stop_ids or [], dtype=torch.long, device=device)
+    stop_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+    if stop.numel():
+        stop_mask[stop] = True
+    stopped = torch.zeros(num, dtype=torch.bool, device=device)
+    lengths = torch.zeros(num, dtype=torch.long, device=device)
+    tokens = []
+    t = -1
+    for t in range(steps):
+        scores = logits.float()
+        if t == 0 and ban_stop_first and stop.numel():
+            scores = scores.masked_fill(stop_mask, float("-inf"))
+        if temperature == 0:
+            tok = scores.argmax(-1)
+        else:
+            scores = scores / temperature
+            if top_k:
+                kth = scores.topk(min(top_k, vocab), dim=-1).values[:, -1:]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(-1)
+        stopped = stopped | stop_mask[tok]
+        lengths = lengths + (~stopped).long()
+        tokens.append(tok)
+        if bool(stopped.all()) or (t + 1 == steps and not keep_cache):
+            break
+        pos = torch.full((num, 1), prompt.length + t, device=device)
+        out = model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
+        logits = out.logits[:, -1].float()
+    toks = torch.stack(tokens, 1) if tokens else torch.zeros(num, 0, dtype=torch.long, device=device)
+    return Samples(tokens=toks, lengths=lengths, stopped=stopped, _cache=cache if keep_cache else None,
+                   _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _Context:
+    """Per-prompt state shared by the baselines: prompt ids and cache, scorer, meter, generator."""
+
+    def __init__(self, policy: Policy, reward: Reward, prompt, seed: int, meter: ComputeMeter):
+        if reward is None:
+            raise ValueError("The baselines need a reward. Fix: pass a Reward (e.g. sea_minimal.demo_reward(policy)).")
+        reward.check_vocab(policy.vocab_size)
+        self.policy, self.meter = policy, meter
+        self.prompt_ids = policy.encode_prompt(prompt)
+        self.cache = encode_prompt(policy.model, self.prompt_ids)
+        self.scorer = reward.for_prompt(self.prompt_ids)
+        self.generator = torch.Generator(device=policy.device).manual_seed(int(seed))
+        self.stop_ids = list(policy.special_ids)
+
+    @torch.no_grad()
+    def score(self, responses: list[list[int]]) -> list[float]:
+        """Hard reward of each response (token id lists), batched over responses of equal length."""
+        out = [0.0] * len(responses)
+        groups: dict[int, list[int]] = {}
+        for i, ids in enumerate(responses):
+            groups.setdefault(len(ids), []).append(i)
+        for length, idx in groups.items():
+            if length == 0:
+                raise ValueError("Cannot score an empty response.")
+            # one-hot inputs are [rows, T, V] float32: bound a batch to ~SCORE_BUDGET elements
+            rows = max(1, SCORE_BUDGET // (length * self.policy.vocab_size))
+            for start in range(0, len(idx), rows):
+                part = idx[start : start + rows]
+                ids = torch.tensor([responses[i] for i in part], dtype=torch.long, device=self.policy.device)
+                self.meter.count_reward(len(part))
+                values = self.scorer(one_hot(ids, self.policy.vocab_size))
+                for i, v in zip(part, values.tolist()):
+                    out[i] = float(v)
+        return out
+
+
+def _check_length(length: int) -> int:
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be a positive integer, got {length!r}")
+    return length
+
+
+def _greedy_ids(ctx: _Context, length: int) -> list[int]:
+    samples = decode(ctx.policy.model, ctx.cache, 1, length, None, temperature=0.0, stop_ids=ctx.stop_ids)
+    return samples.ids(0)
+
+
+def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: dict, body, initial: bool = True):
+    """Run ``body(ctx) -> (candidates, selected, extra)`` under a ComputeMeter and build the SEAResult."""
+    start = time.perf_counter()
+    reward_model = getattr(reward, "model", None)
+    with ComputeMeter(policy.model, reward_model, device=policy.device) as meter:
+        ctx = _Context(policy, reward, prompt, seed, meter)
+        candidates, selected, extra = body(ctx)
+    compute = meter.compute.to_dict()
+    wall = time.perf_counter() - start
+    if extra.get("initial") is not None:
+        init_ids, init_reward = extra["initial"]
+    elif initial:  # the base policy's greedy answer, outside the meter: reporting, not the method's compute
+        with ComputeMeter() as scratch:
+            ctx.meter = scratch
+            init_ids = _greedy_ids(ctx, config["length"])
+            init_reward = ctx.score([init_ids])[0]
+    else:
+        init_ids, init_reward = None, None
+    for cand in candidates:
+        cand["text"] = policy.decode(cand["token_ids"])
+    chains = extra.get("chains", candidates)
+    return SEAResult(
+        prompt=prompt if isinstance(prompt, str) else [int(t) for t in prompt],
+        text=candidates[selected]["text"], selected=selected, candidates=candidates,
+        texts=[c["text"] for c in chains], rewards=[c["reward"] for c in chains],
+        initial_texts=[] if init_ids is None else [policy.decode(init_ids)],
+        initial_rewards=[] if init_reward is None else [init_reward],
+        trajectory=extra.get("trajectory", {}), kl_per_position=[], config={"method": name, **config},
+        seed=int(seed), device=str(policy.device), versions=library_versions(), wall_time=wall,
+        iterations=extra.get("iterations", 1), method=name, compute=compute,
+    )
+
+
+def _candidate(source: str, ids: list[int], reward: float) -> dict:
+    return {"source": source, "text": "", "token_ids": [int(i) for i in ids], "reward": float(reward)}
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)  # first maximum on ties
+
+
+# ---------------------------------------------------------------------------------------------- methods
+def greedy(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = DEFAULT_LENGTH) -> SEAResult:
+    """The base policy's greedy answer (the "SFT" row of the paper's tables)."""
+    _check_length(length)
+
+    def body(ctx):
+        ids = _greedy_ids(ctx, length)
+        r = ctx.score([ids])[0]
+        return [_candidate("greedy", ids, r)], 0, {"initial": (ids, r)}
+
+    return _run("greedy", policy, reward, prompt, seed, {"length": length}, body)
+
+
+def sampled(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = DEFAULT_LENGTH,
+            temperature: float = 1.0, top_k: int = 50, initial: bool = True) -> SEAResult:
+    """One sample of the base policy (temperature 1.0, top-k 50 by default)."""
+    _check_length(length)
+
+    def body(ctx):
+        s = decode(policy.model, ctx.cache, 1, length, ctx.generator, temperature, top_k, ctx.stop_ids)
+        ids = s.ids(0)
+        return [_candidate("sample 0", ids, ctx.score([ids])[0])], 0, {}
+
+    config = {"length": length, "temperature": temperature, "top_k": top_k}
+    return _run("sampled", policy, reward, prompt, seed, config, body, initial)
+
+
+def best_of_n(policy: Policy, reward: Reward, prompt, seed: int = 0, n: int = 16, temperature: float = 1.0,
+              top_k: int = 50, length: int = DEFAULT_LENGTH, batch_size: int = 16, initial: bool = True) -> SEAResult:
+    """Best-of-N: N samples of the base policy (batched, ``batch_size`` rows at a time), keep the max reward."""
+    _check_length(length)
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+
+    def body(ctx):
+        responses = []
+        for start in range(0, n, batch_size):
+            s = decode(policy.model, ctx.cache, min(batch_size, n - start), length, ctx.generator, temperature,
+                       top_k, ctx.stop_ids)
+            responses += [s.ids(i) for i in range(s.tokens.shape[0])]
+        rewards = ctx.score(responses)
+        cands = [_candidate(f"sample {i}", ids, r) for i, (ids, r) in enumerate(zip(responses, rewards))]
+        return cands, _argmax(rewards), {}
+
+    config = {"n": n, "temperature": temperature, "top_k": top_k, "length": length, "batch_size": batch_size}
+    return _run("best_of_n", policy, reward, prompt, seed, config, body, initial)
+
+
+def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, top_k: int = 50,
+         length: int = DEFAULT_LENGTH, initial: bool = True) -> SEAResult:
+    """ARGS (Khanov et al. 2024), greedy: at each position pick, among the top-k next tokens v of pi_ref,
+    the one maximising log pi_ref(v | x, y_<t) + w r(x, y_<t v).
+
+    The k partial responses ``y_<t v`` are scored as one batch (one-hot tokens). A stop token among the top-k
+    is scored with the reward of ``y_<t`` (the response it would end); choosing it ends the response.
+    ``trajectory`` records per step the chosen token's log-prob and reward. With ``w = 0`` this is greedy
+    decoding (ties aside).
+    """
+    _check_length(length)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+    @torch.no_grad()
+    def body(ctx):
+        from transformers import DynamicCache
+
+        model, stop = policy.model, set(ctx.stop_ids)
+        cache = DynamicCache([(k.contiguous(), v.contiguous()) for k, v in ctx.cache.layers])
+        logits = ctx.cache.next_logits
+        ids: list[int] = []
+        current = None  # reward of ids
+        traj = {"logp": [], "reward": [], "score": []}
+        for t in range(length):
+            logp = torch.log_softmax(logits.float(), -1)
+            if t == 0 and stop:
+                logp = logp.clone()
+                logp[list(stop)] = float("-inf")
+            top = logp.topk(min(top_k, logp.shape[-1]))
+            cand = top.indices.tolist()
+            grow = [i for i, v in enumerate(cand) if v not in stop]
+            rewards = [0.0] * len(cand)
+            scored = ctx.score([ids + [cand[i]] for i in grow]) if grow else []
+            for i, r in zip(grow, scored):
+                rewards[i] = r
+            if len(grow) < len(cand):  # a stop token: the response would end as it is
+                if current is None and ids:
+                    current = ctx.score([ids])[0]
+                for i, v in enumerate(cand):
+                    if v in stop:  # at t = 0 stop tokens are banned (their log-prob is -inf anyway)
+                        rewards[i] = current if ids else float("-inf")
+            scores = [float(lp) + w * r for lp, r in zip(top.values.tolist(), rewards)]
+            best = _argmax(scores)
+            traj["logp"].append([float(top.values[best])])
+            traj["reward"].append([rewards[best]])
+            traj["score"].append([scores[best]])
+            if cand[best] in stop:
+                break
+            ids.append(cand[best])
+            current = rewards[best]
+            if t + 1 == length:
+                break
+            pos = torch.tensor([[ctx.cache.length + t]], device=policy.device)
+            out = model(input_ids=torch.tensor([[cand[best]]], device=policy.device), position_ids=pos,
+                        use_cache=True, **{cache_kwarg(model): cache})
+            logits = out.logits[0, -1]
+        return [_candidate("args", ids, current)], 0, {"trajectory": traj, "iterations": len(traj["score"])}
+
+    config = {"w": w, "top_k": top_k, "length": length}
+    return _run("args", policy, reward, prompt, seed, config, body, initial)
+
+
+def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int = 1, successors: int = 4,
+        chunk_length: int = 32, length: int = DEFAULT_LENGTH, temperature: float = 1.0, top_k: int = 50,
+        initial: bool = True) -> SEAResult:
+    """Chunk-level beam search (Zhou et al. 2024, "weak-to-strong search"): from each of ``beam_width`` beams
+    sample ``successors`` continuations of ``chunk_length`` tokens, keep the ``beam_width`` partial responses
+    with the highest reward, repeat until ``length`` tokens (or every kept beam has stopped).
+
+    A finished beam (stop token or full length) competes unchanged in later rounds. ``candidates`` are the
+    final beams (best first); ``trajectory["best_reward"]`` is the best kept reward after each chunk.
+    With one chunk (``chunk_length >= length``) and ``beam_width=1`` this is Best-of-``successors``.
+    """
+    _check_length(length)
+    if beam_width < 1 or successors < 1 or chunk_length < 1:
+        raise ValueError("beam_width, successors and chunk_length must be >= 1")
+
+    def body(ctx):
+        # a beam: (token ids, reward, finished, cache to continue from)
+        beams = [([], None, False, ctx.cache)]
+        traj = {"best_reward": []}
+        rounds = 0
+        while not all(b[2] for b in beams):
+            rounds += 1
+            pool = [b for b in beams if b[2]]
+            new_ids, new_meta = [], []
+            for ids, _, done, cache in beams:
+                if done:
+                    continue
+                steps = min(chunk_length, length - len(ids))
+                more = len(ids) + steps < length
+                s = decode(policy.model, cache, successors, steps, ctx.generator, temperature, top_k, ctx.stop_ids,
+                           ban_stop_first=not ids, keep_cache=more)
+                for i in range(successors):
+                    ext = ids + s.ids(i)
+                    finished = bool(s.stopped[i]) or len(ext) >= length
+                    new_ids.append(ext)
+                    new_meta.append((finished, None if finished else s.continue_from(i)))
+            rewards = ctx.score(new_ids)
+            pool += [(ids, r, fin, cache) for ids, r, (fin, cache) in zip(new_ids, rewards, new_meta)]
+            order = sorted(range(len(pool)), key=lambda i: -pool[i][1])  # stable: earlier first on ties
+            beams = [pool[i] for i in order[:beam_width]]
+            traj["best_reward"].append([beams[0][1]])
+        cands = [_candidate(f"beam {i}", ids, r) for i, (ids, r, _, _) in enumerate(beams)]
+        return cands, 0, {"trajectory": traj, "iterations": rounds}
+
+    config = {"beam_width": beam_width, "successors": successors, "chunk_length": chunk_length, "length": length,
+              "temperature": temperature, "top_k": top_k}
+    return _run("cbs", policy, reward, prompt, seed, config, body, initial)
+
+
+BASELINES = {"greedy": greedy, "sampled": sampled, "best_of_n": best_of_n, "args": args, "cbs": cbs}
