@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from .compute import ComputeMeter
 from .config import SEAConfig
-from .lm import PromptCache, encode_prompt, next_token_logits, relax, sample_tokens, sequence_logprob
+from .lm import (PromptCache, encode_prompt, forward_embeds, next_token_logits, relax, sample_tokens, sequence_logprob,
+                 soft_embeddings)
 from .models import Policy
 from .rewards import Reward, one_hot
 
@@ -118,6 +119,10 @@ class SEA:
         elif config.use_reward:
             raise ValueError("use_reward=True needs a reward. Fix: pass a Reward, or set use_reward=False.")
         self.policy, self.reward, self.config = policy, reward, config
+        # A reward head on the policy's own backbone (sea_minimal.reward_model.BackboneReward) lets one forward
+        # serve both log pi_ref and the reward in the langevin recipe.
+        self._shares_backbone = (getattr(reward, "model", None) is policy.model and hasattr(reward, "score_hidden")
+                                 and hasattr(reward, "suffix_ids"))
         self.mask = torch.zeros(policy.vocab_size, device=policy.device)
         if config.mask_special and policy.special_ids:
             self.mask[policy.special_ids] = MASK_VALUE
@@ -237,12 +242,15 @@ class SEA:
         cfg, V = self.config, self.policy.vocab_size
         tokens, soft = relax(z + self.mask, cfg.st_tau)  # forward: one-hot argmax; backward: softmax(Z / tau)
         ids = soft.detach().argmax(-1)
-        if cfg.use_reference:
+        if self._shares_backbone and cfg.use_reference and cfg.use_reward:
+            logp, reward = self._joint_logp_and_reward(cache, tokens)
+        elif cfg.use_reference:
             logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens), tokens)
         else:
             with torch.no_grad():  # tracked for the trajectory, kept out of the energy
                 logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens.detach()), tokens.detach())
-        reward = self._score(scorer, tokens) if cfg.use_reward else self._score(scorer, tokens.detach()).detach()
+        if not (self._shares_backbone and cfg.use_reference and cfg.use_reward):
+            reward = self._score(scorer, tokens) if cfg.use_reward else self._score(scorer, tokens.detach()).detach()
         energy = torch.zeros_like(reward)
         if cfg.use_reference:
             energy = energy - logp
@@ -261,6 +269,23 @@ class SEA:
                  "reward_soft": reward_soft.detach(), "ids": ids,
                  "noise": torch.full_like(reward, math.sqrt(2 * cfg.step_size) * noise)}
         return new_z.requires_grad_(True), stats
+
+    def _joint_logp_and_reward(self, cache: PromptCache, tokens: torch.Tensor):
+        """log pi_ref(y|x) and r(x, y) from ONE forward, for a reward head on the policy's own backbone.
+
+        The model runs on [y_0 .. y_{T-1}, suffix] after the cached prompt: its logits at positions 0..T-2 score
+        y_1..y_{T-1} (attention is causal, so the later tokens do not change them) and its final-layer states
+        feed the reward head, exactly as the reward's own forward would.
+        """
+        model, T = self.policy.model, tokens.shape[1]
+        embedding = self.policy.embedding_matrix
+        suffix = embedding[torch.tensor(self.reward.suffix_ids, dtype=torch.long, device=embedding.device)]
+        embeds = soft_embeddings(tokens, embedding)
+        embeds = torch.cat([embeds, suffix.expand(tokens.shape[0], -1, -1)], dim=1)
+        out = forward_embeds(model, cache, embeds, hidden=True)
+        logits = torch.cat([cache.next_logits.expand(tokens.shape[0], 1, -1), out.logits[:, : T - 1].float()], dim=1)
+        self._meter.count_reward(tokens.shape[0])
+        return sequence_logprob(logits, tokens), self.reward.score_hidden(out.hidden_states[-1])
 
     def _reference_iteration(self, it, z, cache, scorer, generator, state):
         cfg, V = self.config, self.policy.vocab_size

@@ -200,3 +200,25 @@ def test_compute_accounting_matches_a_hand_count(tiny_policy, tiny_reward):
     assert res.compute["backward_tokens"] == S * C * (T - 1)
     assert res.compute["reward_calls"] == C + S * 2 * C + C  # initial score, loop (hard + soft), final
     assert res.compute["wall_time"] > 0 and res.method == "sea-langevin"
+
+
+def test_shared_backbone_reward_uses_one_forward_with_the_same_result(tiny_policy):
+    """A reward head on the policy's own backbone: the langevin step's single joint forward must give exactly the
+    trajectory that separate forwards for log pi_ref and the reward give, with one forward per iteration."""
+    from sea_minimal.reward_model import BackboneReward, LinearHead
+
+    hidden = tiny_policy.model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(weight=torch.randn(hidden, generator=gen), bias=torch.tensor(0.0),
+                      mean=torch.zeros(hidden), std=torch.ones(hidden), pooling="mean")
+    reward = BackboneReward(tiny_policy.model, head, suffix_ids=[10])
+    log = ForwardLog(tiny_policy.model)
+    shared = run(tiny_policy, reward, init="random", alpha=5.0, track_soft_reward=False)
+    assert sum(1 for _, t, grad in log.calls if grad) == SMALL["steps"]  # one forward with gradient per iteration
+    sea = SEA(tiny_policy, reward, SEAConfig(**SMALL, init="random", alpha=5.0, track_soft_reward=False))
+    sea._shares_backbone = False  # force the two-forward path
+    separate = sea.run([PROMPT], progress=False)[0]
+    for key in ("energy", "logp_ref", "reward_hard"):
+        torch.testing.assert_close(torch.tensor(shared.trajectory[key]), torch.tensor(separate.trajectory[key]),
+                                   rtol=1e-4, atol=1e-4)
+    assert shared.texts == separate.texts
