@@ -2,8 +2,8 @@
 
 * :func:`plot_trajectories` -- the per-iteration quantities of :attr:`SEAResult.trajectory`, one panel each.
 * :func:`plot_kl_per_position` -- where along the response the logits moved (KL between initial and final logits).
-* :func:`before_after_table` -- each chain's text before and after, with rewards (and log pi_ref if asked).
-* :func:`response_logprobs` -- log pi_ref(y | x) of responses, for the fluency column of that table.
+* :func:`before_after_table` -- each chain's text before and after, with rewards (and extra columns, e.g. the
+  log pi_ref of each text from :func:`sea_minimal.metrics.response_logprob`).
 
 The style is seaborn's ``whitegrid`` theme in ``notebook`` context with the ``colorblind`` palette and
 matplotlib's bundled font (nothing is downloaded). It is applied inside each function only, so importing this
@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
 
@@ -147,6 +148,7 @@ def plot_trajectories(results, keys: Sequence[str] = DEFAULT_KEYS, ncols: int | 
                 if len(panels) > len(keys):
                     title = f"{title}: {recipe}"
             ax.set(title=title, xlabel="iteration", ylabel=ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         handles = [plt.Line2D([], [], color=colors[lab], lw=2.2) for lab in results]
         note = " (thick: mean over chains; thin: each chain)" if chains else " (mean over chains)"
         fig.legend(handles, list(results), loc="outside lower center", ncols=min(len(results), 4),
@@ -175,7 +177,7 @@ def plot_kl_per_position(results, ax=None, logy: bool = False, chains: bool = Tr
     colors = _colors(list(results))
     with _style():
         if ax is None:
-            fig, ax = plt.subplots(figsize=(7.0, 3.2), layout="constrained")
+            fig, ax = plt.subplots(figsize=(8.5, 3.2), layout="constrained")
         else:
             fig = ax.figure
         for label, res in results.items():
@@ -186,9 +188,10 @@ def plot_kl_per_position(results, ax=None, logy: bool = False, chains: bool = Tr
             ax.plot(kl.index, kl.mean(axis=1), color=colors[label], lw=2.2, label=label)
         ax.set(xlabel="response position t", ylabel=r"KL(softmax $Z_0$ $\|$ softmax $Z_{final}$) (nats)",
                title="where the logits moved")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if logy:
             ax.set_yscale("log")
-        ax.legend(title="recipe", frameon=False)
+        ax.legend(title="recipe", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -204,8 +207,8 @@ def before_after_table(result: SEAResult, logprobs: Mapping[str, Sequence[float]
     Args:
         result: a SEAResult.
         logprobs: optional extra columns, e.g. ``{"initial_logp_ref": [...], "final_logp_ref": [...]}`` (see
-            :func:`response_logprobs`); an ``initial_*`` list has one value per chain, any other one value per
-            candidate.
+            :func:`sea_minimal.metrics.response_logprob`); an ``initial_*`` list has one value per chain, any
+            other one value per candidate.
         max_chars: cut longer texts to this many characters (ending in an ellipsis) for display.
     """
     n_chains = len(result.initial_texts)
@@ -239,32 +242,3 @@ def before_after_table(result: SEAResult, logprobs: Mapping[str, Sequence[float]
                 raise ValueError(f"{name}: expected {len(table)} values (one per candidate), got {len(values)}")
             table[name] = values
     return table
-
-
-def response_logprobs(policy, prompt, responses, per_token: bool = False) -> list[float]:
-    """log pi_ref(y | x) of each response under ``policy`` (summed over tokens, nats; or the mean per token).
-
-    ``responses`` are token-id lists (scored as they are) or strings (tokenized without special tokens, i.e. as
-    the reference model would read the text). The prompt goes through the policy's chat template, as in SEA.
-    Responses of different lengths are scored one at a time.
-    """
-    import torch
-
-    from .lm import encode_prompt, next_token_logits, sequence_logprob
-    from .rewards import one_hot
-
-    cache = encode_prompt(policy.model, policy.encode_prompt(prompt))
-    scores = []
-    with torch.no_grad():
-        for response in responses:
-            if isinstance(response, str):
-                ids = policy.tokenizer(response, add_special_tokens=False)["input_ids"]
-            else:
-                ids = [int(t) for t in response]
-            if not ids:
-                scores.append(float("nan"))
-                continue
-            tokens = one_hot(torch.tensor([ids], device=policy.device), policy.vocab_size)
-            logp = float(sequence_logprob(next_token_logits(policy.model, cache, tokens), tokens)[0])
-            scores.append(logp / len(ids) if per_token else logp)
-    return scores

@@ -18,7 +18,6 @@ from sea_minimal.plotting import (  # noqa: E402
     before_after_table,
     plot_kl_per_position,
     plot_trajectories,
-    response_logprobs,
 )
 
 PROMPT = [3, 1, 4, 1, 5]
@@ -111,11 +110,3 @@ def test_before_after_table_with_rewrites_and_logprob_columns(results):
     assert all(len(t) <= 2 for t in table["final_text"])
     with pytest.raises(ValueError, match="one per candidate"):
         before_after_table(res, logprobs={"final_logp_ref": [0.0]})
-
-
-def test_response_logprobs_match_the_sampler_trajectory(policy, results):
-    res = results["paper (langevin)"]  # select="last": the final ids are the last iteration's hard tokens
-    logp = response_logprobs(policy, PROMPT, [c["token_ids"] for c in res.candidates])
-    assert logp == pytest.approx(res.trajectory["logp_ref"][-1], rel=1e-4, abs=1e-4)
-    per_token = response_logprobs(policy, PROMPT, [c["token_ids"] for c in res.candidates], per_token=True)
-    assert per_token == pytest.approx([v / LENGTH for v in logp], rel=1e-4)
