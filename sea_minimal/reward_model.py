@@ -354,7 +354,7 @@ def extract_pair_features(policy: Policy, pairs: list[dict], settings: FeatureSe
                 if len(done) == len(wanted):
                     return tensors
                 for k in keys:
-                    rows[k] = list(tensors[k].unbind(0)) if tensors[k].dim() > 1 else tensors[k].tolist()
+                    rows[k] = list(tensors[k].float().unbind(0)) if tensors[k].dim() > 1 else tensors[k].tolist()
     start = len(rows["index"])
     t0 = time.perf_counter()
     for n, pair in enumerate(tqdm(pairs[start:], desc="features", disable=not progress, initial=start,

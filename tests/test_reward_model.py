@@ -181,3 +181,26 @@ def test_committed_head_scores_the_bundled_model(bundled_policy):
     scorer = reward.for_prompt(prompt)
     scores = [scorer(one_hot(torch.tensor([i], device=bundled_policy.device), bundled_policy.vocab_size)) for i in ids]
     assert all(torch.isfinite(s).all() for s in scores)
+
+
+def test_pair_features_are_cached_and_resumed(tiny_policy, tmp_path, monkeypatch):
+    """extract_pair_features saves float16 safetensors with its settings and resumes a partial file."""
+    from sea_minimal import reward_model as rm
+
+    monkeypatch.setattr(rm, "context_prompt_ids", lambda policy, context, n: torch.tensor(context, device=DEVICE))
+    monkeypatch.setattr(rm, "response_token_ids",
+                        lambda policy, text, n: torch.tensor([int(c) for c in text], device=DEVICE)[:n])
+    monkeypatch.setattr(rm, "_suffix_ids", lambda policy, settings: SUFFIX)
+    pairs = [{"index": i, "context": [1, 2 + i], "chosen": "45" + str(i), "rejected": "9" * (i + 1)} for i in range(3)]
+    path = tmp_path / "f.safetensors"
+    settings = FeatureSettings(max_response_tokens=4)
+    full = rm.extract_pair_features(tiny_policy, pairs, settings, cache_file=path, progress=False)
+    rm.extract_pair_features(tiny_policy, pairs[:2], settings, cache_file=tmp_path / "g.safetensors", progress=False)
+    resumed = rm.extract_pair_features(tiny_policy, pairs, settings, cache_file=tmp_path / "g.safetensors",
+                                       progress=False)
+    loaded, meta = rm.load_features(path)
+    assert meta["settings_key"] == settings.key() and meta["complete"] == "True"
+    assert loaded["chosen_mean"].dtype == torch.float16 and loaded["chosen_mean"].shape == (3, 16)
+    assert loaded["rejected_length"].tolist() == [1, 2, 3]
+    for key in ("chosen_mean", "rejected_last"):
+        assert torch.allclose(full[key], resumed[key].float(), atol=1e-3)
