@@ -1,4 +1,4 @@
-"""Command line: ``python -m sea_minimal align "prompt"``.
+"""Command line: ``python -m sea_minimal align "prompt"`` and ``python -m sea_minimal run grid.yaml``.
 
 Runs SEA with the bundled defaults (SmolLM2-135M-Instruct, the demo vocabulary reward) and prints the
 initial and final texts; ``--json FILE`` writes the full result (texts, trajectories, config, versions).
@@ -34,7 +34,42 @@ def _parser() -> argparse.ArgumentParser:
                        help="any other SEAConfig field, e.g. --set alpha=100 --set use_noise=false")
     align.add_argument("--json", metavar="FILE", help="write the full result(s) as JSON to FILE")
     align.add_argument("--quiet", action="store_true", help="no progress bar")
+    run = sub.add_parser("run", help="run an experiment grid (YAML) into a resumable JSONL results file",
+                         description="Run every (method, prompt, seed) of a grid that is not yet in its results file; "
+                                     "safe to interrupt and rerun (see sea_minimal/runner.py for the grid format).")
+    run.add_argument("grid", help="grid file, e.g. grids/smoke.yaml")
+    run.add_argument("--results", metavar="FILE", help="results file (default: the grid's `results:`)")
+    run.add_argument("--limit", type=int, help="run at most this many pending items now")
+    run.add_argument("--dry-run", action="store_true", help="only count the items done and pending")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is much faster on a "
+                                                 "CPU shared with other jobs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _run_grid(args) -> int:
+    from .models import ModelLoadError
+    from .runner import GridError, load_grid, load_prompts, pending_items, read_records, record_key, run_grid
+
+    try:
+        grid = load_grid(args.grid, results=args.results)
+        if args.dry_run:
+            prompts = load_prompts(grid.dataset, grid.data_dir)
+            left = pending_items(grid, prompts, {record_key(r) for r in read_records(grid.results)})
+            total = len(prompts) * len(grid.methods) * len(grid.seeds)
+            print(f"grid '{grid.name}': {total} items, {total - len(left)} done, {len(left)} pending -> {grid.results}")
+            for m in grid.methods:
+                print(f"  {m.label:24s} {m.method:10s} {m.config_hash} {m.params}")
+            return 0
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        run_grid(grid, progress=not args.quiet, limit=args.limit)
+    except (GridError, ModelLoadError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -59,6 +94,8 @@ def _number_or_text(value: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run_grid(args)
     from .models import ModelLoadError, load_policy
     from .rewards import demo_reward
     from .sampler import SEA

@@ -1,0 +1,424 @@
+"""Experiment runner: a YAML grid of methods x prompts x seeds -> one JSON line per run, resumable.
+
+Grid file (see ``grids/smoke.yaml``)::
+
+    name: smoke
+    policy: smollm2-135m-instruct     # bundled name, local folder, HF id, or tiny-random (tests)
+    reward: demo                      # demo | harmlessness | linear (tiny-random) | <HF id or folder>
+    dataset: {name: advbench, first: 2}   # or ids: [...], or subset: {n: 50, seed: 0};
+                                          # or {name: inline, prompts: [...]}
+    seeds: [0]
+    length: 50                        # response tokens, given to every method unless its params override it
+    defaults: {}                      # other params given to every method (optional)
+    results: results/smoke.jsonl      # relative paths are relative to the working directory
+    device: cpu                       # optional (default: cuda when available)
+    threads: 1                        # optional torch CPU threads (1 is far faster on a CPU shared with other jobs)
+    data_dir: null                    # optional (default: $SEA_DATA_DIR, else ../shared/data)
+    methods:
+      - {name: greedy, method: greedy}
+      - {name: bon, method: best_of_n, params: {n: 2}, variants: [{n: 2}, {n: 8}]}   # -> bon[n=2], bon[n=8]
+      - {name: sea, method: sea, params: {steps: 2}}
+
+Each (method label, config hash, prompt id, seed) is one record, appended to the results file as one line with a
+single ``os.write`` on an ``O_APPEND`` descriptor followed by ``os.fsync``. The config hash covers the method, its
+full params, the policy, the reward and the dataset, so a changed setting is a new key. On start the runner reads
+the keys already present and skips them, so it can be killed (even with SIGKILL) and restarted: at most a trailing
+partial line is lost, and it is cut off (with a warning) before new lines are appended. A lock (``flock``) keeps
+two runners from writing the same file at once.
+
+``load_results(path)`` reads a results file into a tidy pandas DataFrame (one row per record, metrics and compute
+as columns).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+KEY_FIELDS = ("label", "config_hash", "prompt_id", "seed")
+TINY_POLICY = "tiny-random"
+
+
+# ---------------------------------------------------------------------------------------------- the grid
+@dataclass
+class MethodSpec:
+    label: str
+    method: str
+    params: dict
+    config_hash: str = ""
+
+
+@dataclass
+class Grid:
+    name: str
+    methods: list[MethodSpec]
+    dataset: dict
+    seeds: list[int]
+    results: Path
+    policy: str = "smollm2-135m-instruct"
+    reward: str = "demo"
+    device: str | None = None
+    data_dir: str | None = None
+    sleep: float = 0.0  # seconds to wait after each item (demos and the kill/resume test)
+    threads: int | None = None  # torch CPU threads (1 is far faster on a CPU shared with other jobs)
+    raw: dict = field(default_factory=dict)
+
+
+class GridError(ValueError):
+    """The grid file is invalid; the message names the problem and the fix."""
+
+
+def config_hash(method: str, params: dict, policy: str, reward: str, dataset: str) -> str:
+    """Stable 10-character hash of everything that defines one method's output besides prompt and seed."""
+    blob = json.dumps({"method": method, "params": params, "policy": policy, "reward": reward, "dataset": dataset},
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _variant_label(name: str, variant: dict) -> str:
+    return name + "[" + ",".join(f"{k}={v}" for k, v in variant.items()) + "]"
+
+
+def _check_params(method: str, params: dict) -> None:
+    from .config import SEAConfig
+    from .methods import get_method
+
+    try:
+        fn = get_method(method)
+    except KeyError as err:
+        raise GridError(str(err.args[0])) from None
+    sig = inspect.signature(fn)
+    accepted = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD} - {"policy", "reward", "prompt",
+                                                                                          "seed"}
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        accepted |= set(SEAConfig.__dataclass_fields__) if method == "sea" else set(params)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise GridError(f"method {method!r} does not take the params {unknown}. It takes: {sorted(accepted)}")
+
+
+def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
+    """Validate a grid dict (the parsed YAML) and expand its methods/variants."""
+    if not isinstance(spec, dict):
+        raise GridError("A grid must be a mapping with at least `methods:` and `dataset:`.")
+    for key in ("methods", "dataset"):
+        if key not in spec:
+            raise GridError(f"The grid has no `{key}:` entry (see sea_minimal/runner.py for the format).")
+    name = str(spec.get("name", "grid"))
+    defaults = dict(spec.get("defaults") or {})
+    if "length" in spec:
+        defaults.setdefault("length", int(spec["length"]))
+    dataset = spec["dataset"] if isinstance(spec["dataset"], dict) else {"name": spec["dataset"]}
+    if "name" not in dataset:
+        raise GridError("`dataset:` needs a `name:` (advbench, hh_rlhf, truthfulqa, gsm8k, math500 or inline).")
+    policy, reward = str(spec.get("policy", "smollm2-135m-instruct")), str(spec.get("reward", "demo"))
+    methods: list[MethodSpec] = []
+    for entry in spec["methods"]:
+        if isinstance(entry, str):
+            entry = {"name": entry, "method": entry}
+        if "method" not in entry:
+            raise GridError(f"method entry {entry!r} has no `method:` (a key of sea_minimal.methods.METHODS).")
+        base = {**defaults, **(entry.get("params") or {})}
+        label = str(entry.get("name", entry["method"]))
+        variants = entry.get("variants") or [None]
+        for variant in variants:
+            params, lab = dict(base), label
+            if variant is not None:
+                variant = dict(variant)
+                lab = str(variant.pop("name", None) or _variant_label(label, variant))
+                params.update(variant)
+            _check_params(entry["method"], params)
+            h = config_hash(entry["method"], params, policy, reward, dataset["name"])
+            methods.append(MethodSpec(lab, entry["method"], params, h))
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise GridError(f"Method labels must be unique, got {labels}. Fix: give each entry/variant its own `name:`.")
+    seeds = spec.get("seeds", [0])
+    seeds = [int(s) for s in (seeds if isinstance(seeds, list) else [seeds])]
+    out = results or spec.get("results") or f"results/{name}.jsonl"
+    return Grid(name=name, methods=methods, dataset=dataset, seeds=seeds, results=Path(out), policy=policy,
+                reward=reward, device=spec.get("device"), data_dir=spec.get("data_dir"),
+                sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), raw=spec)
+
+
+def load_grid(path: str | os.PathLike, results: str | os.PathLike | None = None) -> Grid:
+    with open(path) as fh:
+        spec = yaml.safe_load(fh)
+    return parse_grid(spec, results)
+
+
+def load_prompts(dataset: dict, data_dir=None) -> list[dict]:
+    """The grid's prompts: rows {id, prompt, ...} of the named dataset, selected by ids / first / subset."""
+    from . import data
+
+    if dataset["name"] == "inline":
+        rows = [{"id": i, "prompt": p} for i, p in enumerate(dataset.get("prompts") or [])]
+        if not rows:
+            raise GridError("dataset `inline` needs a non-empty `prompts:` list.")
+    else:
+        rows = data.load_dataset(dataset["name"], data_dir)
+    return data.select(rows, ids=dataset.get("ids"), first=dataset.get("first"), subset=dataset.get("subset"))
+
+
+# ---------------------------------------------------------------------------------------------- policy, reward
+def tiny_random_policy(vocab_size: int = 32, seed: int = 0, device: str = "cpu"):
+    """A tiny random Llama without tokenizer (prompts become token ids): for tests and dry runs."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .models import Policy
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         initializer_range=0.5, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return Policy(LlamaForCausalLM(config).to(device).eval(), tokenizer=None, name=TINY_POLICY)
+
+
+def make_policy(name: str, device: str | None = None):
+    if name == TINY_POLICY:
+        return tiny_random_policy(device=device or "cpu")
+    from .models import load_policy
+
+    return load_policy(name, device=device)
+
+
+def make_reward(name: str, policy):
+    """demo (vocabulary reward), harmlessness (the project's trained head), linear (tiny tests), or an HF id/folder
+    of a sequence-classification reward model sharing the policy's vocabulary."""
+    import torch
+
+    from .rewards import HFClassifierReward, VocabReward, demo_reward
+
+    if name == "demo":
+        return demo_reward(policy)
+    if name == "linear":
+        return VocabReward(torch.linspace(-1.0, 1.0, policy.vocab_size, device=policy.device), reduce="mean")
+    if name == "harmlessness":
+        try:
+            from .reward_model import load_harmlessness_reward
+        except ImportError as err:
+            raise GridError(f"reward 'harmlessness' needs sea_minimal.reward_model.load_harmlessness_reward ({err}).")
+        return load_harmlessness_reward(policy)
+    from transformers import AutoModelForSequenceClassification
+
+    from .models import resolve_model_path
+
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name)).to(policy.device)
+    eos = getattr(policy.tokenizer, "eos_token_id", None)
+    return HFClassifierReward(model, suffix_ids=[eos] if eos is not None else [])
+
+
+def prompt_input(policy, text: str):
+    """What a method is given: the text, or (tokenizer-free tiny policy) a deterministic list of token ids."""
+    if policy.tokenizer is not None:
+        return text
+    return [ord(c) % policy.vocab_size for c in text[:24]] or [0]
+
+
+# ---------------------------------------------------------------------------------------------- results file
+def _parse_lines(data: bytes, path) -> tuple[list[dict], int]:
+    """Parse complete lines; returns (records, byte length of the complete part). Warns on bad lines."""
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        warnings.warn(f"{path}: ignoring a trailing partial line ({len(data) - end} bytes; an interrupted write).")
+    records = []
+    for n, line in enumerate(data[:end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: line {n} is not valid JSON; ignored.")
+    return records, end
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """All complete records of a results file (a trailing partial line is ignored with a warning)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return _parse_lines(path.read_bytes(), path)[0]
+
+
+def record_key(rec: dict) -> tuple:
+    return tuple(rec[k] for k in KEY_FIELDS)
+
+
+class ResultsFile:
+    """Append-only JSONL file with an exclusive lock; cuts a trailing partial line on open."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise RuntimeError(f"{self.path} is locked by another runner. Wait for it, or use another results file.")
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, size, 0) if size else b""
+        self.records, end = _parse_lines(data, self.path)
+        if end < size:
+            os.ftruncate(self.fd, end)  # a killed write left half a line: drop it before appending
+            os.fsync(self.fd)
+
+    def keys(self) -> set:
+        return {record_key(r) for r in self.records if all(k in r for k in KEY_FIELDS)}
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(record, default=_json_default, allow_nan=True) + "\n").encode()
+        written = os.write(self.fd, line)  # O_APPEND: one write at the end of the file
+        while written < len(line):  # not expected for regular files; never leaves a gap
+            written += os.write(self.fd, line[written:])
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _json_default(obj):
+    try:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def _keyword_judge():
+    try:
+        from . import judges
+    except Exception:  # noqa: BLE001 - the judges module is optional
+        return None
+    return getattr(judges, "keyword_is_harmful", None)
+
+
+def record_metrics(policy, prompt, result, judge=None) -> dict:
+    """Metrics of the selected response: reward, log pi_ref (sum, per token), length, diversity, keyword judge."""
+    from .metrics import diversity, response_length, response_logprob
+
+    cand = result.candidates[result.selected]
+    ids = cand.get("token_ids") or []
+    logp = response_logprob(policy, prompt, ids)
+    length = response_length(result.text, ids)
+    out = {"reward": cand["reward"], "initial_reward": max(result.initial_rewards) if result.initial_rewards else None,
+           "logp_ref_sum": logp["sum"], "logp_ref_per_token": logp["per_token"], "length_tokens": length["tokens"],
+           "length_words": length["words"], "diversity": diversity(result.text)}
+    if judge is not None:
+        out["keyword_harmful"] = bool(judge(result.text))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- running
+def pending_items(grid: Grid, prompts: list[dict], done: set) -> list[tuple[MethodSpec, dict, int]]:
+    """(method, prompt row, seed) not yet in ``done``; prompt-major order, so partial runs compare methods."""
+    return [(m, row, s) for row in prompts for m in grid.methods for s in grid.seeds
+            if (m.label, m.config_hash, row["id"], s) not in done]
+
+
+def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | None = None,
+             reward_factory: Callable | None = None, progress: bool = True, limit: int | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Run every pending item of ``grid`` and append its record. Returns {done, skipped, pending_left, path}.
+
+    ``policy_factory(name, device) -> Policy`` and ``reward_factory(name, policy) -> Reward`` replace the default
+    loaders (tests). ``limit`` runs at most that many items this time.
+    """
+    from tqdm.auto import tqdm
+
+    from .methods import get_method
+
+    if not isinstance(grid, Grid):
+        grid = parse_grid(grid) if isinstance(grid, dict) else load_grid(grid)
+    prompts = load_prompts(grid.dataset, grid.data_dir)
+    with ResultsFile(grid.results) as results:
+        pending = pending_items(grid, prompts, results.keys())
+        total = len(prompts) * len(grid.methods) * len(grid.seeds)
+        skipped = total - len(pending)
+        if limit is not None:
+            pending = pending[: int(limit)]
+        log(f"[sea_minimal] grid '{grid.name}': {total} items ({len(grid.methods)} methods x {len(prompts)} prompts x "
+            f"{len(grid.seeds)} seeds), {skipped} already in {grid.results}, running {len(pending)}")
+        if not pending:
+            return {"done": 0, "skipped": skipped, "pending_left": 0, "path": str(grid.results)}
+        if grid.threads:
+            import torch
+
+            torch.set_num_threads(int(grid.threads))
+        policy = (policy_factory or make_policy)(grid.policy, grid.device)
+        reward = (reward_factory or make_reward)(grid.reward, policy)
+        judge = _keyword_judge()
+        bar = tqdm(pending, desc=grid.name, unit="run", disable=not progress, dynamic_ncols=True)
+        done = 0
+        for spec, row, seed in bar:
+            bar.set_postfix_str(f"{spec.label} #{row['id']} seed {seed}")
+            prompt = prompt_input(policy, row["prompt"])
+            start = time.perf_counter()
+            try:
+                res = get_method(spec.method)(policy, reward, prompt, seed, **spec.params)
+            except Exception as err:
+                raise RuntimeError(f"{spec.label} failed on prompt {row['id']} seed {seed}: {err}") from err
+            record = {
+                "label": spec.label, "config_hash": spec.config_hash, "prompt_id": row["id"], "seed": seed,
+                "method": spec.method, "result_method": res.method, "params": spec.params, "grid": grid.name,
+                "dataset": grid.dataset["name"], "policy": grid.policy, "reward_name": grid.reward,
+                "prompt": row["prompt"], "text": res.text, "selected": res.selected,
+                "candidates": res.candidates, "initial_texts": res.initial_texts,
+                "initial_rewards": res.initial_rewards, "iterations": res.iterations,
+                "metrics": record_metrics(policy, prompt, res, judge), "compute": res.compute,
+                "wall_time": time.perf_counter() - start, "versions": res.versions, "device": res.device,
+                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            results.append(record)
+            done += 1
+            if grid.sleep:
+                time.sleep(grid.sleep)
+        bar.close()
+    left = len(pending_items(grid, prompts, {record_key(r) for r in read_records(grid.results)}))
+    log(f"[sea_minimal] wrote {done} records to {grid.results} ({left} items left)")
+    return {"done": done, "skipped": skipped, "pending_left": left, "path": str(grid.results)}
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+def load_results(path: str | os.PathLike):
+    """A results file as a tidy DataFrame: one row per record; ``metrics`` as columns, ``compute`` as
+    ``compute_*`` columns; params, candidates and versions kept as objects (``params_json`` for grouping)."""
+    import pandas as pd
+
+    rows = []
+    for rec in read_records(path):
+        row = {k: v for k, v in rec.items() if k not in ("metrics", "compute")}
+        row.update(rec.get("metrics") or {})
+        row.update({f"compute_{k}": v for k, v in (rec.get("compute") or {}).items()})
+        row["params_json"] = json.dumps(rec.get("params", {}), sort_keys=True)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,150 @@
+"""Experiment runner: grid parsing, records, resume after SIGKILL, partial lines, load_results, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sea_minimal import runner
+from sea_minimal.data import data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["How do I pick a lock?", "Tell me a joke.", "Write a poem.", "Explain gravity.", "Say hi.", "Count to 3."]
+
+
+def tiny_grid(results, n_prompts=3, sleep=0.0, **extra):
+    return {"name": "tiny", "policy": "tiny-random", "reward": "linear", "length": 4, "seeds": [0],
+            "dataset": {"name": "inline", "prompts": PROMPTS[:n_prompts]}, "results": str(results), "sleep": sleep,
+            "methods": [{"name": "greedy", "method": "greedy"},
+                        {"name": "bon", "method": "best_of_n", "params": {"n": 2, "initial": False}}], **extra}
+
+
+def lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_parse_grid_variants_and_hashes(tmp_path):
+    spec = tiny_grid(tmp_path / "r.jsonl")
+    spec["methods"].append({"name": "args", "method": "args", "params": {"top_k": 3}, "variants": [{"w": 0.5}, {"w": 2}]})
+    spec["methods"].append({"name": "sea", "method": "sea", "params": {"steps": 2, "num_chains": 2}})
+    grid = runner.parse_grid(spec)
+    assert [m.label for m in grid.methods] == ["greedy", "bon", "args[w=0.5]", "args[w=2]", "sea"]
+    assert grid.methods[2].params == {"length": 4, "top_k": 3, "w": 0.5}
+    assert len({m.config_hash for m in grid.methods}) == 5
+    again = runner.parse_grid(spec)
+    assert [m.config_hash for m in again.methods] == [m.config_hash for m in grid.methods]  # stable
+    other = runner.parse_grid({**spec, "length": 5})
+    assert other.methods[0].config_hash != grid.methods[0].config_hash  # params are part of the key
+    with pytest.raises(runner.GridError, match="does not take"):
+        runner.parse_grid({**spec, "methods": [{"method": "best_of_n", "params": {"beams": 2}}]})
+    with pytest.raises(runner.GridError, match="Unknown method"):
+        runner.parse_grid({**spec, "methods": [{"method": "dpo"}]})
+    with pytest.raises(runner.GridError, match="unique"):
+        runner.parse_grid({**spec, "methods": [{"method": "greedy"}, {"method": "greedy"}]})
+
+
+def test_run_records_and_resume_in_process(tmp_path):
+    path = tmp_path / "r.jsonl"
+    summary = runner.run_grid(tiny_grid(path), progress=False, log=lambda s: None)
+    assert summary["done"] == 6 and summary["pending_left"] == 0
+    recs = lines(path)
+    assert len({runner.record_key(r) for r in recs}) == 6
+    rec = recs[0]
+    for key in ("label", "method", "params", "config_hash", "prompt_id", "prompt", "seed", "text", "candidates",
+                "metrics", "compute", "versions", "device", "timestamp"):
+        assert key in rec
+    assert {"reward", "logp_ref_sum", "logp_ref_per_token", "length_tokens", "length_words",
+            "diversity"} <= set(rec["metrics"])
+    assert rec["compute"]["forward_tokens"] > 0 and rec["metrics"]["length_tokens"] == 4
+    again = runner.run_grid(tiny_grid(path), progress=False, log=lambda s: None)
+    assert again["done"] == 0 and again["skipped"] == 6 and len(lines(path)) == 6
+    more = runner.run_grid(tiny_grid(path, n_prompts=4), progress=False, log=lambda s: None)  # grid grows
+    assert more["done"] == 2 and len(lines(path)) == 8
+
+    df = runner.load_results(path)
+    assert len(df) == 8 and {"label", "prompt_id", "reward", "diversity", "compute_forward_tokens"} <= set(df.columns)
+    assert df.groupby("label").size().to_dict() == {"bon": 4, "greedy": 4}
+
+
+def test_trailing_partial_line_is_cut_and_rerun(tmp_path):
+    path = tmp_path / "r.jsonl"
+    runner.run_grid(tiny_grid(path, n_prompts=2), progress=False, log=lambda s: None)
+    good = path.read_bytes()
+    first_two = good.split(b"\n")[:2]
+    path.write_bytes(b"\n".join(first_two) + b"\n" + b'{"label": "bon", "config_ha')  # killed mid-write
+    with pytest.warns(UserWarning, match="partial line"):
+        assert len(runner.read_records(path)) == 2
+    with pytest.warns(UserWarning, match="partial line"):
+        df = runner.load_results(path)
+    assert len(df) == 2
+    with pytest.warns(UserWarning, match="partial line"):
+        summary = runner.run_grid(tiny_grid(path, n_prompts=2), progress=False, log=lambda s: None)
+    assert summary["done"] == 2
+    recs = lines(path)  # every line parses
+    assert len(recs) == 4 and len({runner.record_key(r) for r in recs}) == 4
+
+
+def test_second_runner_is_refused(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with runner.ResultsFile(path):
+        with pytest.raises(RuntimeError, match="locked"):
+            runner.ResultsFile(path)
+
+
+def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
+    """Run the CLI in a subprocess, SIGKILL it after a few records, restart: every key exactly once."""
+    path = tmp_path / "r.jsonl"
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(tiny_grid(path, n_prompts=6, sleep=0.4)))
+    cmd = [sys.executable, "-m", "sea_minimal", "run", str(grid_file), "--quiet", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if path.exists() and path.read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"runner ended before the kill: {proc.stdout.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = path.read_bytes().count(b"\n")
+    assert 3 <= killed_at < 12, "the kill should land in the middle of the 12 items"
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{killed_at} already in" in done.stdout
+    text = path.read_text()
+    assert text.endswith("\n")
+    recs = [json.loads(line) for line in text.splitlines()]  # no corrupt line
+    keys = [runner.record_key(r) for r in recs]
+    assert len(keys) == 12 and len(set(keys)) == 12
+    assert {(k[0], k[2]) for k in keys} == {(m, i) for m in ("greedy", "bon") for i in range(6)}
+
+
+def test_cli_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmethods: [{method: nosuch}]\ndataset: {name: inline, prompts: [hi]}\n")
+    out = subprocess.run([sys.executable, "-m", "sea_minimal", "run", str(bad)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Unknown method" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (data_dir() / "advbench").is_dir(), reason=f"no AdvBench under {data_dir()} (SEA_DATA_DIR)")
+def test_smoke_grid_cli(tmp_path):
+    """grids/smoke.yaml on the bundled model (first prompt: greedy, BoN-2, SEA 2 steps), through the CLI."""
+    path = tmp_path / "smoke.jsonl"
+    out = subprocess.run([sys.executable, "-m", "sea_minimal", "run", str(REPO / "grids" / "smoke.yaml"),
+                          "--results", str(path), "--limit", "3", "--quiet"], capture_output=True, text=True,
+                         timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
+    recs = lines(path)
+    assert [r["label"] for r in recs] == ["greedy", "bon-2", "sea"] and {r["prompt_id"] for r in recs} == {0}
+    assert recs[2]["result_method"] == "sea-langevin" and recs[2]["compute"]["backward_tokens"] > 0
+    assert all(r["text"] and r["metrics"]["length_tokens"] == 8 for r in recs)
