@@ -201,9 +201,57 @@ def test_committed_head_reproduces_heldout_accuracy(harm_classifier):
         data = training_frame(load_pyrit_labelled())
     except HarmClassifierError as err:
         pytest.skip(f"the pyrit wheel could not be fetched from PyPI: {err}")
+    assert data.attrs["stats"] == meta["data_stats"]
+    import zipfile
+
+    import yaml
+
+    from sea_minimal.harm_classifier import PYRIT_REQUIREMENT, _norm, fetch_wheel
+
+    with zipfile.ZipFile(fetch_wheel(PYRIT_REQUIREMENT)) as zf:
+        seeds = yaml.safe_load(zf.read("pyrit/datasets/seed_datasets/local/adv_bench.prompt"))["seeds"]
+    assert len(seeds) == 520 and not set(data["group"]) & {_norm(s["value"]) for s in seeds}  # no AdvBench prompt
+    assert set(data["kind"]) <= set(meta["train_kinds"]) and len(data) == meta["n_frame"]
     _, test = group_split(data, test_size=meta["split"]["test_size"], seed=meta["split"]["seed"])
     held = data.iloc[test]
     assert sorted(held["id"]) == meta["split"]["test_ids"], "the recorded split is not reproduced"
     pred = harm_classifier.is_harmful(held["response"].tolist()).astype(int)
     accuracy = float((pred == held["label"].to_numpy()).mean())
     assert accuracy == pytest.approx(meta["heldout"]["accuracy"], abs=0.01)
+
+
+def test_group_split_fit_logistic_and_auc():
+    import pandas as pd
+
+    from sea_minimal.harm_classifier import fit_logistic, group_folds, group_split, roc_auc
+
+    data = pd.DataFrame({"group": [f"g{i // 3}" for i in range(60)]})
+    train, test = group_split(data, test_size=0.25, seed=0)
+    assert set(data["group"].iloc[train]).isdisjoint(data["group"].iloc[test])
+    assert len(set(data["group"].iloc[test])) == 5 and len(train) + len(test) == 60
+    assert (group_split(data, seed=0)[1] == test).all() and not np.array_equal(group_split(data, seed=1)[1], test)
+    folds = group_folds(data["group"].to_numpy(), n_folds=4)
+    assert sorted(np.concatenate([va for _, va in folds]).tolist()) == list(range(60))
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X @ np.array([2.0, -1.0, 0.0]) + 0.5 + 0.3 * rng.normal(size=200) > 0).astype(int)
+    w, b = fit_logistic(X, y, C=100.0)
+    assert w[0] > 0 > w[1] and abs(w[2]) < 0.5 * abs(w[1])
+    assert (((X @ w + b) >= 0) == y).mean() > 0.9
+    w_strong, _ = fit_logistic(X, y, C=0.01)
+    assert np.linalg.norm(w_strong) < np.linalg.norm(w)  # more regularisation, smaller weights
+    assert roc_auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.1, 0.9])) == 0.875
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+
+
+def test_fetch_wheel_failure_is_explained(monkeypatch, tmp_path):
+    import subprocess
+
+    from sea_minimal import harm_classifier
+
+    monkeypatch.setenv("SEA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("SEA_WHEEL_DIR", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "network down"))
+    with pytest.raises(harm_classifier.HarmClassifierError, match="SEA_WHEEL_DIR"):
+        harm_classifier.fetch_wheel("pyrit==1.1.0")
