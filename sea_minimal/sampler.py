@@ -297,7 +297,7 @@ class SEA:
             ref_logits = next_token_logits(self.policy.model, cache, one_hot(inputs, V))
             ref_logp = F.log_softmax(ref_logits, -1)
             logp = ref_logp.gather(-1, inputs[..., None]).squeeze(-1).sum(-1)
-            allowed = torch.zeros_like(ref_logits, dtype=torch.bool).scatter_(-1, ref_logits.topk(cfg.topk, -1).indices, True)
+            allowed = torch.zeros_like(ref_logits, dtype=torch.bool).scatter_(-1, ref_logits.topk(min(cfg.topk, V), -1).indices, True)
             topk_mask = torch.where(allowed, 0.0, MASK_VALUE) + self.mask
         fluency = (torch.softmax(z_noisy, -1) * -ref_logp).sum(-1).mean(-1)  # [C]
         reward_soft = self._score(scorer, torch.softmax(z_noisy / cfg.reward_temp, -1))

@@ -222,3 +222,8 @@ def test_shared_backbone_reward_uses_one_forward_with_the_same_result(tiny_polic
         torch.testing.assert_close(torch.tensor(shared.trajectory[key]), torch.tensor(separate.trajectory[key]),
                                    rtol=1e-4, atol=1e-4)
     assert shared.texts == separate.texts
+
+
+def test_reference_topk_larger_than_vocabulary(tiny_policy, tiny_reward):
+    res = run(tiny_policy, tiny_reward, recipe="reference", topk=50, steps=2)  # V = 11 < top-k
+    assert res.iterations == 2
