@@ -31,93 +31,13 @@ from dataclasses import dataclass
 import torch
 
 from .compute import ComputeMeter
-from .lm import PromptCache, encode_prompt
+from .lm import PromptCache, Samples, decode, encode_prompt  # noqa: F401 (PromptCache, Samples: re-exported)
 from .models import Policy, cache_kwarg
 from .rewards import Reward, one_hot
 from .sampler import SEAResult, library_versions
 
 DEFAULT_LENGTH = 50
 SCORE_BUDGET = 2**25  # one-hot elements per reward call (128 MiB in float32)
-
-
-# ---------------------------------------------------------------------------------------------- decoding
-@dataclass
-class Samples:
-    """``num`` decoded continuations of one cache.
-
-    tokens: [num, steps] long (positions after a row's stop token are meaningless); lengths: [num] response
-    length of each row (tokens before its first stop token); stopped: [num] bool (row hit a stop token);
-    continue_from(i): a PromptCache that continues row i (only with ``keep_cache=True``).
-    """
-
-    tokens: torch.Tensor
-    lengths: torch.Tensor
-    stopped: torch.Tensor
-    _cache: object = None
-    _next_logits: torch.Tensor | None = None
-    _length: int = 0
-
-    def ids(self, i: int) -> list[int]:
-        return self.tokens[i, : int(self.lengths[i])].tolist()
-
-    def continue_from(self, i: int) -> PromptCache:
-        if self._cache is None:
-            raise RuntimeError("decode(..., keep_cache=True) is needed to continue a sample.")
-        layers = [(layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in self._cache.layers]
-        return PromptCache(layers=layers, next_logits=self._next_logits[i], length=self._length)
-
-
-@torch.no_grad()
-def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, generator: torch.Generator | None,
-           temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, ban_stop_first: bool = True,
-           keep_cache: bool = False) -> Samples:
-    """Batched sampling (``temperature > 0``, optional top-k) or greedy decoding (``temperature == 0``).
-
-    Like :func:`sea_minimal.lm.sample_tokens`, but ends as soon as every row has hit a stop token, and can
-    return the KV cache so that a row can be continued later (chunk-level beam search). The model runs one
-    token per row per step; with ``keep_cache`` the last sampled token is run too (its logits start the next
-    chunk), otherwise not.
-    """
-    from transformers import DynamicCache
-
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    device = prompt.next_logits.device
-    data = [(k.expand(num, *k.shape[1:]).contiguous(), v.expand(num, *v.shape[1:]).contiguous()) for k, v in prompt.layers]
-    cache = DynamicCache(data)
-    logits = prompt.next_logits.expand(num, -1)
-    vocab = logits.shape[-1]
-    stop = torch.tensor(stop_ids or [], dtype=torch.long, device=device)
-    stop_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
-    if stop.numel():
-        stop_mask[stop] = True
-    stopped = torch.zeros(num, dtype=torch.bool, device=device)
-    lengths = torch.zeros(num, dtype=torch.long, device=device)
-    tokens = []
-    t = -1
-    for t in range(steps):
-        scores = logits.float()
-        if t == 0 and ban_stop_first and stop.numel():
-            scores = scores.masked_fill(stop_mask, float("-inf"))
-        if temperature == 0:
-            tok = scores.argmax(-1)
-        else:
-            scores = scores / temperature
-            if top_k:
-                kth = scores.topk(min(top_k, vocab), dim=-1).values[:, -1:]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
-            tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(-1)
-        stopped = stopped | stop_mask[tok]
-        lengths = lengths + (~stopped).long()
-        tokens.append(tok)
-        if bool(stopped.all()) or (t + 1 == steps and not keep_cache):
-            break
-        pos = torch.full((num, 1), prompt.length + t, device=device)
-        out = model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
-        logits = out.logits[:, -1].float()
-    toks = torch.stack(tokens, 1) if tokens else torch.zeros(num, 0, dtype=torch.long, device=device)
-    return Samples(tokens=toks, lengths=lengths, stopped=stopped, _cache=cache if keep_cache else None,
-                   _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -6,12 +6,18 @@ A :class:`ComputeMeter` watches modules through forward hooks, so no method has 
   positions are not re-counted, because they are not recomputed);
 * backward tokens: the forward tokens of calls made with gradients enabled (each is backpropagated once);
 * reward calls: responses scored by a reward (one per row of the batch);
-* wall time (s) and peak memory (MiB: CUDA allocator peak on GPU, process max RSS growth on CPU).
+* wall time (s) and peak memory (MiB above the level at entry: the CUDA allocator's peak on GPU; on CPU the
+  peak of the process's resident set, sampled every 5 ms by a background thread).
+
+The hooks sit on each model's transformer body (``base_model``), which every forward passes through, whether
+it comes from the causal LM, a classification head or a reward that calls the body directly; a model shared
+by the policy and a reward is hooked once, so nothing is counted twice.
 """
 
 from __future__ import annotations
 
-import resource
+import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -31,7 +37,29 @@ class Compute:
 
 
 def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    """Current resident set size of this process in MiB (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class _RSSPeak(threading.Thread):
+    """Samples the resident set size until stopped; ``peak`` is the largest value seen (MiB)."""
+
+    def __init__(self, interval: float = 0.005):
+        super().__init__(daemon=True)
+        self.interval, self.peak, self._halt = interval, _rss_mib(), threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.peak = max(self.peak, _rss_mib())
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join()
+        return max(self.peak, _rss_mib())
 
 
 class ComputeMeter:
@@ -65,15 +93,19 @@ class ComputeMeter:
     def __enter__(self) -> "ComputeMeter":
         seen = set()
         for model in self.models:
-            if id(model) not in seen:
-                seen.add(id(model))
-                self._handles.append(model.register_forward_pre_hook(self._hook, with_kwargs=True))
+            body = getattr(model, "base_model", None)
+            body = body if isinstance(body, torch.nn.Module) else model
+            if id(body) not in seen:
+                seen.add(id(body))
+                self._handles.append(body.register_forward_pre_hook(self._hook, with_kwargs=True))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._mem0 = torch.cuda.memory_allocated(self.device)
         else:
             self._mem0 = _rss_mib()
+            self._sampler = _RSSPeak()
+            self._sampler.start()
         self._t0 = time.perf_counter()
         return self
 
@@ -85,5 +117,5 @@ class ComputeMeter:
             torch.cuda.synchronize(self.device)
             self.compute.peak_memory_mib = (torch.cuda.max_memory_allocated(self.device) - self._mem0) / 2**20
         else:
-            self.compute.peak_memory_mib = max(0.0, _rss_mib() - self._mem0)
+            self.compute.peak_memory_mib = max(0.0, self._sampler.stop() - self._mem0)
         self.compute.wall_time = time.perf_counter() - self._t0

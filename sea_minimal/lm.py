@@ -106,53 +106,104 @@ def straight_through(z: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     return relax(z, tau)[0]
 
 
-@torch.no_grad()
-def sample_tokens(
-    model: torch.nn.Module,
-    prompt: PromptCache,
-    num: int,
-    length: int,
-    generator: torch.Generator,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    banned_ids: list[int] | None = None,
-    stop_ids: list[int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample ``num`` continuations of ``length`` tokens from the model, batched, with the prompt's KV cache.
+@dataclass
+class Samples:
+    """``num`` decoded continuations of one cache.
 
-    ``temperature=0`` means greedy. Uses ``generator`` only, so results are reproducible per seed.
-    Returns:
-        tokens [num, length] long, logits [num, length, V] float32 (the teacher-forced logits of the sampled
-        sequence, untempered), and stopped [num, length] bool (True from the first stop token on).
+    tokens: [num, steps] long (positions after a row's stop token are meaningless); lengths: [num] response
+    length of each row (tokens before its first stop token); stopped: [num] bool (row hit a stop token);
+    continue_from(i): a PromptCache that continues row i (only with ``keep_cache=True``).
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    stopped: torch.Tensor
+    logits: torch.Tensor | None = None  # [num, steps_run, V] float32 scores of each position (return_logits=True)
+    _cache: object = None
+    _next_logits: torch.Tensor | None = None
+    _length: int = 0
+
+    def ids(self, i: int) -> list[int]:
+        return self.tokens[i, : int(self.lengths[i])].tolist()
+
+    def continue_from(self, i: int) -> PromptCache:
+        if self._cache is None:
+            raise RuntimeError("decode(..., keep_cache=True) is needed to continue a sample.")
+        layers = [(layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in self._cache.layers]
+        return PromptCache(layers=layers, next_logits=self._next_logits[i], length=self._length)
+
+
+@torch.no_grad()
+def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, generator: torch.Generator | None,
+           temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, ban_stop_first: bool = True,
+           keep_cache: bool = False, return_logits: bool = False) -> Samples:
+    """Batched sampling (``temperature > 0``, optional top-k) or greedy decoding (``temperature == 0``).
+
+    The prompt's KV cache is reused for all ``num`` rows; decoding ends as soon as every row has hit a stop token.
+    ``keep_cache`` returns the KV cache so that a row can be continued later (chunk-level beam search); the
+    model runs one token per row per step, and with ``keep_cache`` the last sampled token is run too (its
+    logits start the next chunk). ``return_logits`` keeps the untempered logits that scored each position
+    (the teacher-forced logits of the sampled sequence). Randomness comes from ``generator`` only.
     """
     from transformers import DynamicCache
 
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    device = prompt.next_logits.device
     data = [(k.expand(num, *k.shape[1:]).contiguous(), v.expand(num, *v.shape[1:]).contiguous()) for k, v in prompt.layers]
     cache = DynamicCache(data)
-    logits_t = prompt.next_logits.expand(num, -1)
+    logits = prompt.next_logits.expand(num, -1)
+    vocab = logits.shape[-1]
+    stop = torch.tensor(stop_ids or [], dtype=torch.long, device=device)
+    stop_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+    if stop.numel():
+        stop_mask[stop] = True
+    stopped = torch.zeros(num, dtype=torch.bool, device=device)
+    lengths = torch.zeros(num, dtype=torch.long, device=device)
     tokens, all_logits = [], []
-    stopped = torch.zeros(num, dtype=torch.bool, device=logits_t.device)
-    stopped_hist = []
-    ban = torch.zeros(logits_t.shape[-1], device=logits_t.device)
-    if banned_ids:
-        ban[banned_ids] = float("-inf")
-    for t in range(length):
-        all_logits.append(logits_t)
-        scores = logits_t + ban
+    t = -1
+    for t in range(steps):
+        if return_logits:
+            all_logits.append(logits.float())
+        scores = logits.float()
+        if t == 0 and ban_stop_first and stop.numel():
+            scores = scores.masked_fill(stop_mask, float("-inf"))
         if temperature == 0:
             tok = scores.argmax(-1)
         else:
             scores = scores / temperature
             if top_k:
-                kth = scores.topk(top_k, dim=-1).values[:, -1:]
+                kth = scores.topk(min(top_k, vocab), dim=-1).values[:, -1:]
                 scores = scores.masked_fill(scores < kth, float("-inf"))
             tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(-1)
-        if stop_ids:
-            stopped = stopped | torch.isin(tok, torch.tensor(stop_ids, device=tok.device))
-        stopped_hist.append(stopped.clone())
+        stopped = stopped | stop_mask[tok]
+        lengths = lengths + (~stopped).long()
         tokens.append(tok)
-        if t + 1 < length:
-            pos = torch.full((num, 1), prompt.length + t, device=tok.device)
-            out = model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
-            logits_t = out.logits[:, -1].float()
-    return torch.stack(tokens, 1), torch.stack(all_logits, 1), torch.stack(stopped_hist, 1)
+        if bool(stopped.all()) or (t + 1 == steps and not keep_cache):
+            break
+        pos = torch.full((num, 1), prompt.length + t, device=device)
+        out = model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
+        logits = out.logits[:, -1].float()
+    toks = torch.stack(tokens, 1) if tokens else torch.zeros(num, 0, dtype=torch.long, device=device)
+    return Samples(tokens=toks, lengths=lengths, stopped=stopped,
+                   logits=torch.stack(all_logits, 1) if return_logits and all_logits else None,
+                   _cache=cache if keep_cache else None,
+                   _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)
+
+
+def sample_tokens(model: torch.nn.Module, prompt: PromptCache, num: int, length: int, generator: torch.Generator,
+                  temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None):
+    """Fixed-length view of :func:`decode` (the call SEA's policy initialisation makes).
+
+    Returns tokens [num, length] (0 after a row stops), logits [num, length, V] float32 (0 after decoding ended)
+    and stopped [num, length] bool (True from a row's stop token on).
+    """
+    s = decode(model, prompt, num, length, generator, temperature=temperature, top_k=top_k, stop_ids=stop_ids,
+               return_logits=True)
+    run = s.tokens.shape[1]
+    tokens = torch.zeros(num, length, dtype=torch.long, device=s.tokens.device)
+    tokens[:, :run] = s.tokens
+    logits = torch.zeros(num, length, s.logits.shape[-1], device=s.logits.device)
+    logits[:, :run] = s.logits
+    stopped = torch.arange(length, device=tokens.device)[None] >= s.lengths[:, None]
+    return tokens.masked_fill(stopped, 0), logits, stopped

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from .compute import ComputeMeter
 from .config import SEAConfig
-from .lm import (PromptCache, encode_prompt, forward_embeds, next_token_logits, relax, sample_tokens, sequence_logprob,
-                 soft_embeddings)
+from .lm import (PromptCache, decode, encode_prompt, forward_embeds, next_token_logits, relax, sample_tokens,
+                 sequence_logprob, soft_embeddings)
 from .models import Policy
 from .rewards import Reward, one_hot
 
@@ -152,13 +152,11 @@ class SEA:
         shape = (cfg.num_chains, cfg.length, V)
         if cfg.init == "random":
             return torch.randn(shape, generator=generator, device=self.policy.device)
-        stop = self.policy.special_ids or None
         _, logits, stopped = sample_tokens(self.policy.model, prompt, cfg.num_chains, cfg.length, generator,
-                                           temperature=cfg.init_sample_temp, stop_ids=stop)
-        z0 = logits / cfg.init_temp
-        # A sample that ended early is padded with random logits, as in the released code.
-        pad = torch.randn(shape, generator=generator, device=z0.device)
-        return torch.where(stopped[..., None], pad, z0)
+                                           temperature=cfg.init_sample_temp, stop_ids=self.policy.special_ids)
+        # Positions from a sample's stop token on are padded with random logits, as in the released code.
+        pad = torch.randn(shape, generator=generator, device=logits.device)
+        return torch.where(stopped[..., None], pad, logits / cfg.init_temp)
 
     def _check_finite(self, it: int, *tensors: torch.Tensor) -> None:
         if not all(torch.isfinite(t).all() for t in tensors):
@@ -333,11 +331,9 @@ class SEA:
         out = []
         for cand in candidates:
             ids = policy.encode_prompt(REWRITE_INSTRUCTION.format(prompt=prompt, response=cand["text"]))
-            tokens, _, stopped = sample_tokens(policy.model, encode_prompt(policy.model, ids), 1, self.config.length,
-                                               generator, temperature=0.0, stop_ids=policy.special_ids or None)
-            keep = tokens[0][~stopped[0]]
-            if keep.numel() == 0:
-                continue
+            samples = decode(policy.model, encode_prompt(policy.model, ids), 1, self.config.length, None,
+                             temperature=0.0, stop_ids=policy.special_ids)
+            keep = torch.tensor(samples.ids(0), dtype=torch.long, device=policy.device)
             reward = self._score(scorer, one_hot(keep[None], policy.vocab_size))[0]
             out.append({"source": f"rewrite of {cand['source']}", "token_ids": keep.tolist(),
                         "text": policy.decode(keep), "reward": float(reward)})

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from conftest import DEVICE, tiny_lm
 from sea_minimal import langevin_step
-from sea_minimal.lm import encode_prompt, next_token_logits, sample_tokens, sequence_logprob, straight_through
+from sea_minimal.lm import decode, encode_prompt, next_token_logits, sequence_logprob, straight_through
 
 PROMPT = torch.tensor([3, 1, 4, 1, 5], device=DEVICE)
 
@@ -63,10 +63,10 @@ def test_sampled_logits_are_teacher_forced_logits():
     model = tiny_lm()
     cache = encode_prompt(model, PROMPT)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
-    tokens, logits, stopped = sample_tokens(model, cache, 3, 6, gen, temperature=1.0)
-    assert tokens.shape == (3, 6) and logits.shape == (3, 6, 11) and not stopped.any()
-    forced = next_token_logits(model, cache, F.one_hot(tokens, 11).float())
-    torch.testing.assert_close(logits, forced, rtol=1e-4, atol=1e-4)
+    samples = decode(model, cache, 3, 6, gen, temperature=1.0, return_logits=True)
+    assert samples.tokens.shape == (3, 6) and samples.logits.shape == (3, 6, 11) and not samples.stopped.any()
+    forced = next_token_logits(model, cache, F.one_hot(samples.tokens, 11).float())
+    torch.testing.assert_close(samples.logits, forced, rtol=1e-4, atol=1e-4)
 
 
 def test_energy_gradient_matches_finite_differences():
