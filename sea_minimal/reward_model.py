@@ -43,6 +43,8 @@ from .rewards import HFClassifierReward, Reward, Scorer, VocabMismatchError
 ASSETS = Path(__file__).resolve().parent / "assets"
 HEAD_FILE = ASSETS / "harmlessness_head.safetensors"
 HEAD_META_FILE = ASSETS / "harmlessness_head.json"
+REPORT_DIR = Path(__file__).resolve().parent.parent / "results" / "reward_model"  # in a source checkout
+DEFAULT_FEATURES = REPORT_DIR / "hh_harmless_features.safetensors"
 HH_FILE = "hh_rlhf/harmless-base_test.jsonl.gz"
 POOLINGS = ("mean", "last", "mean_eot")
 
