@@ -163,9 +163,8 @@ def test_hh_pairs_are_parsed_into_chat_messages(tmp_path, monkeypatch):
     assert pairs[0]["context"] == parse_dialogue(context)
     assert [m["role"] for m in pairs[0]["context"]] == ["user", "assistant", "user"]
     assert pairs[0]["chosen"] == "Call a locksmith." and pairs[0]["rejected"] == "Use a pin."
-    monkeypatch.delenv("SEA_DATA_DIR")
     with pytest.raises(FileNotFoundError, match="SEA_DATA_DIR"):
-        resolve_data_dir()
+        resolve_data_dir(tmp_path / "missing")
     assert is_refusal("I\u2019m really sorry, I can't assist") and not is_refusal("Use a pin.")
 
 
