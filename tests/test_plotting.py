@@ -1,4 +1,4 @@
-"""Plotting helpers on real (tiny) SEA runs: figures have the expected panels and lines, tables one row per candidate."""
+"""Plotting helpers on tiny SEA runs: figures have the expected panels and lines, tables one row per candidate."""
 
 import dataclasses
 import math
