@@ -25,7 +25,10 @@ class SEAConfig:
     steps: iterations (released code: 200).
     init: ``"policy"`` (samples of pi_ref, their teacher-forced logits / init_temp) or ``"random"`` (N(0,1) logits).
     init_sample_temp: sampling temperature of the initial responses (released code: 0.8).
-    init_temp: teacher-forced logits are divided by this (released code: 5).
+    init_temp: teacher-forced logits are divided by this (released code: 5). Note: argmax(Z_0) is then the most
+        likely token after the sampled prefix, not the sampled token itself (as in the released code).
+    init_keep_sample: lift each sampled token's logit to ``init_margin`` above the largest one, so that
+        argmax(Z_0) is exactly the pi_ref sample (off by default, as in the released code).
     use_reward / use_reference: ablations "without reward" / "without reference".
     use_noise: ablation "without noise".
     mask_special: forbid EOS and chat-marker tokens inside the response span.
@@ -36,7 +39,10 @@ class SEAConfig:
     -------------------
     alpha: inverse KL coefficient. 500 = the released code's effective weight at T=50 (reward weight 1
         against per-token fluency weight 0.1 is alpha = 10 T relative to the summed log-likelihood).
-    step_size: eta in Z <- Z - eta grad U + sqrt(2 eta) noise_scale xi.
+    step_size: eta in Z <- Z - eta grad U + sqrt(2 eta) noise_scale xi. The paper gives no value; 0.01 was not
+        tuned. On SmolLM2 with the demo vocabulary reward it leaves the argmax unchanged for 10 steps (the
+        straight-through gradient on a logit scales with its probability, and softmax(Z_0) is nearly flat);
+        notebook 02 shows this and uses step_size=100 with noise_scale=0.01.
     noise_scale: multiplies the Langevin noise (1 = exact Langevin; 0 = gradient descent).
     st_tau: temperature of the straight-through backward pass, softmax(Z / tau).
 
@@ -59,6 +65,8 @@ class SEAConfig:
     init: str = "policy"
     init_sample_temp: float = 0.8
     init_temp: float = 5.0
+    init_keep_sample: bool = False
+    init_margin: float = 1.0
     use_reward: bool = True
     use_reference: bool = True
     use_noise: bool = True

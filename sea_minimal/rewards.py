@@ -57,14 +57,18 @@ class VocabReward(Reward):
     @classmethod
     def from_words(cls, tokenizer, positive: Sequence[str], negative: Sequence[str] = (), vocab_size: int | None = None,
                    scale: float = 1.0) -> "VocabReward":
-        """+scale for every token of the ``positive`` words, -scale for the ``negative`` ones (with and without a
-        leading space and capitalised), 0 elsewhere."""
+        """+scale for the ``positive`` words, -scale for the ``negative`` ones, 0 elsewhere.
+
+        Each word counts in four spellings (with and without a leading space, capitalised or not); a spelling
+        gets a weight only if the tokenizer encodes it as ONE token, so that no word fragment is rewarded.
+        """
         weights = torch.zeros(vocab_size or len(tokenizer))
         for words, sign in ((positive, 1.0), (negative, -1.0)):
             for word in words:
                 for variant in {word, " " + word, word.capitalize(), " " + word.capitalize()}:
                     ids = tokenizer(variant, add_special_tokens=False)["input_ids"]
-                    weights[ids[0]] = sign * scale  # the first piece carries the word's identity
+                    if len(ids) == 1:  # a word split into pieces would reward its fragments ("D", "Un", ...)
+                        weights[ids[0]] = sign * scale
         return cls(weights)
 
     def for_prompt(self, prompt_ids: torch.Tensor) -> Scorer:

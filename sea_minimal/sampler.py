@@ -152,11 +152,15 @@ class SEA:
         shape = (cfg.num_chains, cfg.length, V)
         if cfg.init == "random":
             return torch.randn(shape, generator=generator, device=self.policy.device)
-        _, logits, stopped = sample_tokens(self.policy.model, prompt, cfg.num_chains, cfg.length, generator,
-                                           temperature=cfg.init_sample_temp, stop_ids=self.policy.special_ids)
+        tokens, logits, stopped = sample_tokens(self.policy.model, prompt, cfg.num_chains, cfg.length, generator,
+                                                temperature=cfg.init_sample_temp, stop_ids=self.policy.special_ids)
+        z0 = logits / cfg.init_temp
+        if cfg.init_keep_sample:  # lift each sampled token just above the best logit, so argmax(Z_0) = the sample
+            top = z0.max(-1, keepdim=True).values
+            z0 = z0.scatter(-1, tokens[..., None], top + cfg.init_margin)
         # Positions from a sample's stop token on are padded with random logits, as in the released code.
         pad = torch.randn(shape, generator=generator, device=logits.device)
-        return torch.where(stopped[..., None], pad, logits / cfg.init_temp)
+        return torch.where(stopped[..., None], pad, z0)
 
     def _check_finite(self, it: int, *tensors: torch.Tensor) -> None:
         if not all(torch.isfinite(t).all() for t in tensors):
@@ -197,9 +201,11 @@ class SEA:
         state = {"optimizer": torch.optim.Adam([z], lr=cfg.lr)} if cfg.recipe == "reference" else {}
         it = -1
         for it in range(cfg.steps):
+            with torch.no_grad():  # of the state this iteration evaluates (before its update), like its reward
+                kl_now = kl_per_position(logp0, z.detach() + self.mask)
             z, stats = step(it, z, cache, scorer, generator, state)
             with torch.no_grad():
-                stats["kl_init"] = kl_per_position(logp0, z.detach() + self.mask).mean(-1)
+                stats["kl_init"] = kl_now.mean(-1)
                 improved = stats["reward_hard"] > best_reward
                 best_reward = torch.where(improved, stats["reward_hard"], best_reward)
                 best_ids[improved] = stats["ids"][improved]
@@ -217,7 +223,7 @@ class SEA:
         with torch.no_grad():
             final_ids = best_ids if cfg.select == "best" else last_ids
             final_rewards = self._score(scorer, one_hot(final_ids, V))
-            kl_final = kl_per_position(logp0, z.detach() + self.mask)
+            kl_final = kl_now  # per position, of the last evaluated state (the one "last" selection returns)
         candidates = [
             {"source": f"chain {c}", "token_ids": final_ids[c].tolist(), "text": policy.decode(final_ids[c]),
              "reward": float(final_rewards[c])}

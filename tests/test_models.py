@@ -51,3 +51,15 @@ def test_few_iterations_on_bundled_model(bundled_policy, config):
         assert any(c["source"].startswith("rewrite") for c in res.candidates)
     assert all(t not in bundled_policy.special_ids for c in res.candidates[:2] for t in c["token_ids"])
     assert isinstance(res.text, str) and res.text.strip()
+
+
+@pytest.mark.slow
+def test_demo_reward_weights_whole_words_only(bundled_policy):
+    from sea_minimal.rewards import DEMO_NEGATIVE, DEMO_POSITIVE
+
+    reward = demo_reward(bundled_policy)
+    words = {w.lower() for w in DEMO_POSITIVE + DEMO_NEGATIVE}
+    weighted = torch.nonzero(reward.weights).flatten().tolist()
+    assert weighted, "no word of the demo lists is a single token"
+    for token_id in weighted:
+        assert bundled_policy.tokenizer.decode([token_id]).strip().lower() in words

@@ -227,3 +227,19 @@ def test_shared_backbone_reward_uses_one_forward_with_the_same_result(tiny_polic
 def test_reference_topk_larger_than_vocabulary(tiny_policy, tiny_reward):
     res = run(tiny_policy, tiny_reward, recipe="reference", topk=50, steps=2)  # V = 11 < top-k
     assert res.iterations == 2
+
+
+def test_first_iteration_evaluates_the_initial_state(tiny_policy, tiny_reward):
+    res = run(tiny_policy, tiny_reward, steps=3)
+    assert res.trajectory["kl_init"][0] == [0.0] * SMALL["num_chains"]
+
+
+def test_init_keep_sample_starts_from_the_policy_sample(tiny_policy, tiny_reward):
+    """With init_keep_sample the initial text is the pi_ref sample itself (same seed, same sample)."""
+    from sea_minimal.lm import encode_prompt, sample_tokens
+
+    res = run(tiny_policy, tiny_reward, init_keep_sample=True, steps=1)
+    gen = torch.Generator(device=DEVICE).manual_seed(SMALL["seed"])
+    cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=DEVICE))
+    tokens, _, _ = sample_tokens(tiny_policy.model, cache, SMALL["num_chains"], SMALL["length"], gen, temperature=0.8)
+    assert res.initial_texts == [tiny_policy.decode(t) for t in tokens]
