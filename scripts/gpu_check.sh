@@ -5,10 +5,12 @@
 # .gpu/part_aa + .gpu2/part_ab and the gguf wheel in .gpu2/ (the wheel is larger than one transfer).
 set -uo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 SEA_CACHE_DIR=/tmp/sea_cache
-stage=${1:-1}
+stage=${1:-1}  # tests | 1 | 2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-if [ "$stage" = 1 ]; then
+if [ "$stage" = tests ]; then
+  SEA_TEST_DEVICE=cuda python3 -m pytest tests/test_lm.py tests/test_sampler.py -q -p no:cacheprovider 2>&1 | tee $OUT/pytest_cuda.log | tail -5
+elif [ "$stage" = 1 ]; then
   SEA_TEST_DEVICE=cuda python3 -m pytest tests/test_lm.py tests/test_sampler.py -q -p no:cacheprovider 2>&1 | tee $OUT/pytest_cuda.log | tail -5
   python3 scripts/benchmark_sampler.py --device cuda --random-weights --steps 8 --rounds 3 --json $OUT/bench_cuda_bf16.json 2>&1 | tee $OUT/bench_cuda_bf16.log | tail -9
   python3 scripts/benchmark_sampler.py --device cuda --random-weights --dtype float32 --steps 8 --rounds 3 --json $OUT/bench_cuda_fp32.json 2>&1 | tee $OUT/bench_cuda_fp32.log | tail -9
