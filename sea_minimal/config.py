@@ -33,6 +33,8 @@ class SEAConfig:
     use_noise: ablation "without noise".
     mask_special: forbid EOS and chat-marker tokens inside the response span.
     select: ``"last"`` (the final iterate of each chain) or ``"best"`` (the iterate with the highest hard reward).
+    track_soft_reward: record the reward of the relaxed tokens softmax(Z / tau) in the ``langevin`` trajectory
+        (one extra no-gradient reward call per iteration; switch off for speed with a reward model).
     seed: every random draw (init samples, noise) comes from one generator seeded with this.
 
     ``langevin`` fields

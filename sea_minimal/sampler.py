@@ -210,7 +210,7 @@ class SEA:
                 best_reward = torch.where(improved, stats["reward_hard"], best_reward)
                 best_ids[improved] = stats["ids"][improved]
                 last_improvement = it if improved.any() else last_improvement
-                last_ids = stats["ids"]
+                last_ids, last_rewards = stats["ids"], stats["reward_hard"]
             stats["wall_time"] = torch.full((cfg.num_chains,), time.perf_counter() - start)
             for k in TRAJECTORY_KEYS:
                 traj[k].append([float(v) for v in stats[k]])
@@ -221,8 +221,7 @@ class SEA:
                 break
 
         with torch.no_grad():
-            final_ids = best_ids if cfg.select == "best" else last_ids
-            final_rewards = self._score(scorer, one_hot(final_ids, V))
+            final_ids, final_rewards = (best_ids, best_reward) if cfg.select == "best" else (last_ids, last_rewards)
             kl_final = kl_now  # per position, of the last evaluated state (the one "last" selection returns)
         candidates = [
             {"source": f"chain {c}", "token_ids": final_ids[c].tolist(), "text": policy.decode(final_ids[c]),

@@ -192,13 +192,13 @@ def test_prompt_encoded_once_and_chains_batched(tiny_policy, tiny_reward, recipe
 
 def test_compute_accounting_matches_a_hand_count(tiny_policy, tiny_reward):
     """Langevin, random init: per iteration one forward of C x (T-1) tokens with gradient, C hard rewards
-    in the loop (the straight-through forward) + C soft rewards; after the loop C rewards for the final pick.
+    in the loop (the straight-through forward) + C soft rewards; the final pick reuses the recorded rewards.
     The prompt (P tokens) is run once for the policy; the vocabulary reward has no model."""
     C, T, S, P = SMALL["num_chains"], SMALL["length"], SMALL["steps"], len(PROMPT)
     res = run(tiny_policy, tiny_reward, init="random")
     assert res.compute["forward_tokens"] == P + S * C * (T - 1)
     assert res.compute["backward_tokens"] == S * C * (T - 1)
-    assert res.compute["reward_calls"] == C + S * 2 * C + C  # initial score, loop (hard + soft), final
+    assert res.compute["reward_calls"] == C + S * 2 * C  # initial score, then hard + soft in the loop
     assert res.compute["wall_time"] > 0 and res.method == "sea-langevin"
 
 
