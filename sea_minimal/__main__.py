@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument("prompts", nargs="+", help="user prompt(s); each goes through the model's chat template")
     align.add_argument("--model", default="smollm2-135m-instruct",
                        help="bundled name, local folder or Hugging Face id (default: %(default)s)")
+    align.add_argument("--system-prompt", default=None,
+                       help="system message for the chat template (default: the template's own; '' for none, as in the paper)")
     align.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     align.add_argument("--recipe", choices=["paper", "released"], default="paper",
                        help="paper = Langevin on the energy; released = the authors' code (Adam, top-k, rewrite)")
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = factory(num_chains=args.chains, length=args.length, steps=args.steps, seed=args.seed,
                          **_parse_overrides(args.set))
-        policy = load_policy(args.model, device=args.device)
+        policy = load_policy(args.model, device=args.device, system_prompt=args.system_prompt)
     except (ValueError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

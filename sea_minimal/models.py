@@ -149,6 +149,9 @@ class Policy:
     model: torch.nn.Module
     tokenizer: object | None = None  # None for toy models that work on token ids directly
     name: str = "custom"
+    # None: the chat template's own default (SmolLM2's inserts "You are a helpful AI assistant named SmolLM...");
+    # a string (also "") is sent as the system message. The paper's AdvBench setting uses no system prompt.
+    system_prompt: str | None = None
 
     def __post_init__(self):
         self.model.eval()
@@ -206,9 +209,10 @@ class Policy:
         if self.tokenizer is None:
             raise ValueError("This policy has no tokenizer, so prompts must be given as lists of token ids.")
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            messages = [{"role": "user", "content": prompt}]
+            if self.system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             text = prompt
         text += prefill
@@ -222,7 +226,8 @@ class Policy:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def load_policy(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None) -> Policy:
+def load_policy(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dtype: torch.dtype | None = None,
+                system_prompt: str | None = None) -> Policy:
     """Load a causal LM as a frozen :class:`Policy`.
 
     Args:
@@ -230,6 +235,7 @@ def load_policy(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dt
         device: ``"cpu"`` or ``"cuda"``; default: CUDA when available.
         dtype: model weights dtype; default float32 on CPU, bfloat16 on CUDA. The sampler's logits,
             noise and softmax are float32 regardless.
+        system_prompt: the chat's system message; None keeps the template's default (see ``Policy``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -240,7 +246,7 @@ def load_policy(name_or_path: str = DEFAULT_MODEL, device: str | None = None, dt
     with quiet_progress_bars():
         tokenizer = _from_pretrained(AutoTokenizer, path)
         model = _from_pretrained(AutoModelForCausalLM, path, dtype=dtype or default_dtype(device))
-    return Policy(model=model.to(device), tokenizer=tokenizer, name=name_or_path)
+    return Policy(model=model.to(device), tokenizer=tokenizer, name=name_or_path, system_prompt=system_prompt)
 
 
 @contextmanager

@@ -37,6 +37,11 @@ def test_bundled_model_loads_with_chat_template(bundled_policy):
     assert bundled_policy.end_of_turn_id in bundled_policy.special_ids
     with pytest.raises(ValueError, match="empty"):
         bundled_policy.encode_prompt("   ")
+    assert "named SmolLM" in text  # the template's default system message ...
+    from sea_minimal import Policy
+
+    bare = Policy(bundled_policy.model, bundled_policy.tokenizer, system_prompt="")
+    assert "named SmolLM" not in bundled_policy.tokenizer.decode(bare.encode_prompt("How do I bake bread?"))
 
 
 @pytest.mark.slow
