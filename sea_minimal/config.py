@@ -18,46 +18,46 @@ class SEAConfig:
 
     Shared fields
     -------------
-    recipe: ``"langevin"`` (the paper: Langevin steps on U = -log pi_ref - alpha r, straight-through tokens)
-        or ``"reference"`` (the released code: Adam on a detached COLD-style fluency loss plus a soft reward).
-    num_chains: C, chains optimised in one batch (paper: 4).
-    length: T, response tokens; fixed, special tokens masked inside the span (released code: 50).
-    steps: iterations (released code: 200).
-    init: ``"policy"`` (samples of pi_ref, their teacher-forced logits / init_temp) or ``"random"`` (N(0,1) logits).
-    init_sample_temp: sampling temperature of the initial responses (released code: 0.8).
-    init_temp: teacher-forced logits are divided by this (released code: 5). Note: argmax(Z_0) is then the most
-        likely token after the sampled prefix, not the sampled token itself (as in the released code).
-    init_keep_sample: lift each sampled token's logit to ``init_margin`` above the largest one, so that
-        argmax(Z_0) is exactly the pi_ref sample (off by default, as in the released code).
-    use_reward / use_reference: ablations "without reward" / "without reference".
-    use_noise: ablation "without noise".
-    mask_special: forbid EOS and chat-marker tokens inside the response span.
-    select: ``"last"`` (the final iterate of each chain) or ``"best"`` (the iterate with the highest hard reward).
-    track_soft_reward: record the reward of the relaxed tokens softmax(Z / tau) in the ``langevin`` trajectory
-        (one extra no-gradient reward call per iteration; switch off for speed with a reward model).
-    seed: every random draw (init samples, noise) comes from one generator seeded with this.
+    * recipe: ``"langevin"`` (the paper: Langevin steps on U = -log pi_ref - alpha r, straight-through tokens)
+      or ``"reference"`` (the released code: Adam on a detached COLD-style fluency loss plus a soft reward).
+    * num_chains: C, chains optimised in one batch (paper: 4).
+    * length: T, response tokens; fixed, special tokens masked inside the span (released code: 50).
+    * steps: iterations (released code: 200).
+    * init: ``"policy"`` (samples of pi_ref, their teacher-forced logits / init_temp) or ``"random"`` (N(0,1) logits).
+    * init_sample_temp: sampling temperature of the initial responses (released code: 0.8).
+    * init_temp: teacher-forced logits are divided by this (released code: 5). Note: argmax(Z_0) is then the most
+      likely token after the sampled prefix, not the sampled token itself (as in the released code).
+    * init_keep_sample: lift each sampled token's logit to ``init_margin`` above the largest one, so that
+      argmax(Z_0) is exactly the pi_ref sample (off by default, as in the released code).
+    * use_reward / use_reference: ablations "without reward" / "without reference".
+    * use_noise: ablation "without noise".
+    * mask_special: forbid EOS and chat-marker tokens inside the response span.
+    * select: ``"last"`` (the final iterate of each chain) or ``"best"`` (the iterate with the highest hard reward).
+    * track_soft_reward: record the reward of the relaxed tokens softmax(Z / tau) in the ``langevin`` trajectory
+      (one extra no-gradient reward call per iteration; switch off for speed with a reward model).
+    * seed: every random draw (init samples, noise) comes from one generator seeded with this.
 
     ``langevin`` fields
     -------------------
-    alpha: inverse KL coefficient. 500 = the released code's effective weight at T=50 (reward weight 1
-        against per-token fluency weight 0.1 is alpha = 10 T relative to the summed log-likelihood).
-    step_size: eta in Z <- Z - eta grad U + sqrt(2 eta) noise_scale xi. The paper gives no value; 0.01 was not
-        tuned. On SmolLM2 with the demo vocabulary reward it leaves the argmax unchanged for 10 steps (the
-        straight-through gradient on a logit scales with its probability, and softmax(Z_0) is nearly flat);
-        notebook 02 shows this and uses step_size=100 with noise_scale=0.01.
-    noise_scale: multiplies the Langevin noise (1 = exact Langevin; 0 = gradient descent).
-    st_tau: temperature of the straight-through backward pass, softmax(Z / tau).
+    * alpha: inverse KL coefficient. 500 = the released code's effective weight at T=50 (reward weight 1
+      against per-token fluency weight 0.1 is alpha = 10 T relative to the summed log-likelihood).
+    * step_size: eta in Z <- Z - eta grad U + sqrt(2 eta) noise_scale xi. The paper gives no value; 0.01 was not
+      tuned. On SmolLM2 with the demo vocabulary reward it leaves the argmax unchanged for 10 steps (the
+      straight-through gradient on a logit scales with its probability, and softmax(Z_0) is nearly flat);
+      notebook 02 shows this and uses step_size=100 with noise_scale=0.01.
+    * noise_scale: multiplies the Langevin noise (1 = exact Langevin; 0 = gradient descent).
+    * st_tau: temperature of the straight-through backward pass, softmax(Z / tau).
 
     ``reference`` fields
     --------------------
-    lr: Adam learning rate on Z (0.1; 0.01 for 3B).
-    reward_weight / fluency_weight: loss = -reward_weight r_soft + fluency_weight fluency (1.0 / 0.1).
-    reward_temp: soft reward input softmax(Z / reward_temp) (0.1; 0.2 for the 1B-Instruct policy).
-    topk: the reference model's top-k that constrains the fluency input and the decoding (10).
-    noise_schedule: transient noise std per iteration range, added to Z for the next forward pass only.
-    patience: stop a prompt after this many iterations without a better hard reward in any chain (100).
-    rewrite: let the base model rewrite each chain's best text; the final pick is then the reward argmax over
-        the 2C candidates.
+    * lr: Adam learning rate on Z (0.1; 0.01 for 3B).
+    * reward_weight / fluency_weight: loss = -reward_weight r_soft + fluency_weight fluency (1.0 / 0.1).
+    * reward_temp: soft reward input softmax(Z / reward_temp) (0.1; 0.2 for the 1B-Instruct policy).
+    * topk: the reference model's top-k that constrains the fluency input and the decoding (10).
+    * noise_schedule: transient noise std per iteration range, added to Z for the next forward pass only.
+    * patience: stop a prompt after this many iterations without a better hard reward in any chain (100).
+    * rewrite: let the base model rewrite each chain's best text; the final pick is then the reward argmax over
+      the 2C candidates.
     """
 
     recipe: str = "langevin"

@@ -1,4 +1,4 @@
-"""The registry of alignment methods the experiment runner can call, all with one signature:
+"""The registry of alignment methods the experiment runner can call, all with one signature::
 
     method(policy: Policy, reward: Reward, prompt: str, seed: int, **params) -> SEAResult
 

@@ -1,6 +1,6 @@
 """Figures and tables for SEA runs: one style, each function returns what it drew.
 
-* :func:`plot_trajectories` -- the per-iteration quantities of :attr:`SEAResult.trajectory`, one panel each.
+* :func:`plot_trajectories` -- the per-iteration quantities of ``SEAResult.trajectory``, one panel each.
 * :func:`plot_kl_per_position` -- where along the response the logits moved (KL between initial and final logits).
 * :func:`before_after_table` -- each chain's text before and after, with rewards (and extra columns, e.g. the
   log pi_ref of each text from :func:`sea_minimal.metrics.response_logprob`).

@@ -316,7 +316,7 @@ def load_features(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
 def extract_pair_features(policy: Policy, pairs: list[dict], settings: FeatureSettings | None = None,
                           cache_file: str | os.PathLike | None = None, save_every: int = 50,
                           progress: bool = True) -> dict[str, torch.Tensor]:
-    """Features of chosen and rejected answers for every pair, {"{side}_{pooling}": [N, H], "index", ...}.
+    """Features of chosen and rejected answers for every pair, ``{"{side}_{pooling}": [N, H], "index", ...}``.
 
     With ``cache_file`` the result is saved as float16 safetensors (settings in the metadata) every ``save_every``
     pairs; a later call with the same settings resumes from it (or returns it at once when complete). The two
@@ -608,7 +608,8 @@ def check_reward_vocab(reward_rows: int, policy_rows: int, reward_tokenizer=None
 def load_hf_reward(name_or_path, policy: Policy, device: str | None = None, dtype: torch.dtype | None = None,
                    max_extra_rows: int = 1) -> HFClassifierReward:
     """A Hugging Face sequence-classification reward model (e.g. ``Ray2333/GRM-Llama3.2-3B-rewardmodel-ft`` with a
-    Llama-3.2 policy) as a differentiable :class:`HFClassifierReward`, after an explicit vocabulary check.
+    Llama-3.2 policy) as a differentiable :class:`~sea_minimal.rewards.HFClassifierReward`, after an explicit
+    vocabulary check.
 
     ``name_or_path``: a hub id, a local folder or an already loaded model. Trailing extra embedding rows (GRM's one
     padding row) are dropped explicitly via ``extra_rows``; the policy's end-of-turn token is appended as a hard

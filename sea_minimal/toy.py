@@ -9,8 +9,8 @@ about can be computed exactly:
 * the KL-regularised optimum pi*(y | x) = pi_ref(y | x) exp(alpha r(y)) / Z(x) for any alpha,
 * the exact distribution, expected reward and KL of Best-of-N,
 
-and the SAME :class:`sea_minimal.SEA` sampler that runs on SmolLM2 runs here (the model is wrapped in a
-:class:`sea_minimal.Policy` with ``tokenizer=None``; the prompt is a list of token ids). Its decoded samples
+and the SAME :class:`~sea_minimal.sampler.SEA` sampler that runs on SmolLM2 runs here (the model is wrapped in a
+:class:`~sea_minimal.models.Policy` with ``tokenizer=None``; the prompt is a list of token ids). Its decoded samples
 can then be compared with pi* directly, e.g. by the total-variation distance.
 
 Conventions
@@ -18,8 +18,8 @@ Conventions
 * N = V^T responses, listed by :func:`enumerate_responses` in lexicographic order: the response
   (y_0, ..., y_{T-1}) has index sum_t y_t V^(T-1-t) (a base-V number, first token most significant).
 * Distributions over responses are float64 tensors of shape [N] that sum to 1; log-probabilities are in nats.
-* The reward is a :class:`sea_minimal.VocabReward` with ``reduce="sum"``: r(y) = sum_t w[y_t], in the units of w.
-  Because it is a sum, all orderings of the same multiset of tokens have the same reward (ties, see
+* The reward is a :class:`~sea_minimal.rewards.VocabReward` with ``reduce="sum"``: r(y) = sum_t w[y_t], in the
+  units of w. Because it is a sum, all orderings of the same multiset of tokens have the same reward (ties, see
   :func:`best_of_n_probs`), and the best response is the top-weight token repeated T times.
 """
 
@@ -135,7 +135,7 @@ class ToyWorld:
     """Everything about one toy prompt that does not depend on alpha.
 
     Attributes:
-        policy: the tiny Llama wrapped as a :class:`Policy` (tokenizer None).
+        policy: the tiny Llama wrapped as a :class:`~sea_minimal.models.Policy` (tokenizer None).
         prompt: the prompt, a list of token ids.
         reward: ``VocabReward(weights, reduce="sum")``: r(y) = sum_t weights[y_t].
         weights: per-token reward w, float64 [V].
@@ -171,7 +171,7 @@ class ToyWorld:
 
     @property
     def sigma(self) -> float:
-        """pi_ref(best response): the probability that one sample of pi_ref is the best response."""
+        """The probability pi_ref(best response) that one sample of pi_ref is the best response."""
         return float(self.log_pi_ref[self.best_index].exp())
 
     @property
@@ -279,7 +279,7 @@ def entropy(p: torch.Tensor) -> float:
 
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
-    """TV(p, q) = (1/2) sum_y |p(y) - q(y)| in [0, 1], for distributions p, q [N]."""
+    """``TV(p, q) = (1/2) sum_y |p(y) - q(y)|`` in [0, 1], for distributions p, q [N]."""
     return 0.5 * float((p.double() - q.double()).abs().sum())
 
 
@@ -430,7 +430,7 @@ NO_EARLY_STOP = 10 ** 9  # a patience no run reaches
 
 def toy_sea_config(world: ToyWorld, recipe: str, alpha: float, num_chains: int, steps: int, seed: int = 0,
                    **overrides) -> SEAConfig:
-    """A :class:`SEAConfig` for the toy world.
+    """A :class:`~sea_minimal.config.SEAConfig` for the toy world.
 
     ``langevin``: the paper's recipe with the given alpha (the same alpha as the exact pi*).
     ``reference``: ``SEAConfig.released_code`` with the reward weight set so that its effective alpha matches:
@@ -462,8 +462,9 @@ def sea_samples(world: ToyWorld, config: SEAConfig, steps, progress: bool = Fals
     For ``select="last"``, ``steps=1`` returns the chains' starting points (argmax of the initial logits).
 
     Returns:
-        {s: {"token_ids": LongTensor [C, T], "rewards": float64 [C] (hard reward of each chain's final
-        response), "wall_time": seconds, "iterations": iterations run}} for s in ``steps``.
+        A dict keyed by s in ``steps``; each value is a dict with ``token_ids`` (LongTensor [C, T]),
+        ``rewards`` (float64 [C], the hard reward of each chain's final response), ``wall_time`` (seconds) and
+        ``iterations`` (iterations run).
     """
     out = {}
     for s in steps:
