@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: venv book test clean distclean
+.PHONY: venv book test chromium clean distclean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# Headless Chromium for the rendered-book test (tests/test_book.py skips it without one): Debian's package, as root.
+chromium:
+	command -v chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 clean:
 	rm -rf _build .pytest_cache
