@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("grid", help="grid file, e.g. grids/smoke.yaml")
     run.add_argument("--results", metavar="FILE", help="results file (default: the grid's `results:`)")
     run.add_argument("--limit", type=int, help="run at most this many pending items now")
+    run.add_argument("--only", metavar="PATTERN", action="append",
+                     help="run only the methods whose label matches this shell pattern, e.g. 'sea-langevin*' "
+                          "(repeatable)")
     run.add_argument("--dry-run", action="store_true", help="only count the items done and pending")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is much faster on a "
                                                  "CPU shared with other jobs)")
@@ -51,10 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_grid(args) -> int:
     from .models import ModelLoadError
-    from .runner import GridError, load_grid, load_prompts, pending_items, read_records, record_key, run_grid
+    from .runner import (GridError, load_grid, load_prompts, pending_items, read_records, record_key, run_grid,
+                         select_methods)
 
     try:
-        grid = load_grid(args.grid, results=args.results)
+        grid = select_methods(load_grid(args.grid, results=args.results), args.only)
         if args.dry_run:
             prompts = load_prompts(grid.dataset, grid.data_dir)
             left = pending_items(grid, prompts, {record_key(r) for r in read_records(grid.results)})

@@ -19,6 +19,10 @@ Grid file (see ``grids/smoke.yaml``)::
       - {name: bon, method: best_of_n, params: {n: 2}, variants: [{n: 2}, {n: 8}]}   # -> bon[n=2], bon[n=8]
       - {name: sea, method: sea, params: {steps: 2}}
 
+A method entry may set ``prefill: "Sure, I can"`` in its params (or variants): the runner opens the assistant turn
+with that text (a prefilling attack) and the method continues it; the record keeps ``prefill`` and judges
+``prefill + text``.
+
 Each (method label, config hash, prompt id, seed) is one record, appended to the results file as one line with a
 single ``os.write`` on an ``O_APPEND`` descriptor followed by ``os.fsync``. The config hash covers the method, its
 full params, the policy, the reward and the dataset, so a changed setting is a new key. On start the runner reads
@@ -33,6 +37,7 @@ as columns).
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import hashlib
 import inspect
 import json
@@ -47,6 +52,7 @@ from typing import Callable
 import yaml
 
 KEY_FIELDS = ("label", "config_hash", "prompt_id", "seed")
+RUNNER_PARAMS = {"prefill"}  # params the runner consumes itself (not passed to the method)
 TINY_POLICY = "tiny-random"
 
 
@@ -101,6 +107,7 @@ def _check_params(method: str, params: dict) -> None:
     sig = inspect.signature(fn)
     accepted = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD} - {"policy", "reward", "prompt",
                                                                                           "seed"}
+    accepted |= RUNNER_PARAMS
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         accepted |= set(SEAConfig.__dataclass_fields__) if method == "sea" else set(params)
     unknown = sorted(set(params) - accepted)
@@ -150,6 +157,16 @@ def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
     return Grid(name=name, methods=methods, dataset=dataset, seeds=seeds, results=Path(out), policy=policy,
                 reward=reward, device=spec.get("device"), data_dir=spec.get("data_dir"),
                 sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), raw=spec)
+
+
+def select_methods(grid: Grid, patterns: list[str] | None) -> Grid:
+    """The grid restricted to the methods whose label matches one of the shell ``patterns`` (None: all)."""
+    if not patterns:
+        return grid
+    kept = [m for m in grid.methods if any(fnmatch.fnmatchcase(m.label, p) for p in patterns)]
+    if not kept:
+        raise GridError(f"No method label matches {patterns}. Labels: {[m.label for m in grid.methods]}")
+    return Grid(**{**grid.__dict__, "methods": kept})
 
 
 def load_grid(path: str | os.PathLike, results: str | os.PathLike | None = None) -> Grid:
@@ -220,11 +237,14 @@ def make_reward(name: str, policy):
     return HFClassifierReward(model, suffix_ids=[eos] if eos is not None else [])
 
 
-def prompt_input(policy, text: str):
-    """What a method is given: the text, or (tokenizer-free tiny policy) a deterministic list of token ids."""
-    if policy.tokenizer is not None:
-        return text
-    return [ord(c) % policy.vocab_size for c in text[:24]] or [0]
+def prompt_input(policy, text: str, prefill: str = ""):
+    """What a method is given: the text; with a ``prefill``, the token ids of the chat prompt whose assistant turn
+    starts with it; for a tokenizer-free tiny policy, a deterministic list of token ids."""
+    if policy.tokenizer is None:
+        return [ord(c) % policy.vocab_size for c in (text + prefill)[:24]] or [0]
+    if prefill:
+        return policy.encode_prompt(text, prefill=prefill).tolist()
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- results file
@@ -322,8 +342,9 @@ def _keyword_judge():
     return getattr(judges, "keyword_is_harmful", None)
 
 
-def record_metrics(policy, prompt, result, judge=None) -> dict:
-    """Metrics of the selected response: reward, log pi_ref (sum, per token), length, diversity, keyword judge."""
+def record_metrics(policy, prompt, result, judge=None, prefill: str = "") -> dict:
+    """Metrics of the selected response: reward, log pi_ref (sum, per token), length, diversity, keyword judge
+    (of ``prefill + text``: what the user reads under a prefilling attack)."""
     from .metrics import diversity, response_length, response_logprob
 
     cand = result.candidates[result.selected]
@@ -334,7 +355,7 @@ def record_metrics(policy, prompt, result, judge=None) -> dict:
            "logp_ref_sum": logp["sum"], "logp_ref_per_token": logp["per_token"], "length_tokens": length["tokens"],
            "length_words": length["words"], "diversity": diversity(result.text)}
     if judge is not None:
-        out["keyword_harmful"] = bool(judge(result.text))
+        out["keyword_harmful"] = bool(judge(prefill + result.text))
     return out
 
 
@@ -381,20 +402,23 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
         done = 0
         for spec, row, seed in bar:
             bar.set_postfix_str(f"{spec.label} #{row['id']} seed {seed}")
-            prompt = prompt_input(policy, row["prompt"])
+            params = {k: v for k, v in spec.params.items() if k not in RUNNER_PARAMS}
+            prefill = str(spec.params.get("prefill") or "")
+            prompt = prompt_input(policy, row["prompt"], prefill)
             start = time.perf_counter()
             try:
-                res = get_method(spec.method)(policy, reward, prompt, seed, **spec.params)
+                res = get_method(spec.method)(policy, reward, prompt, seed, **params)
             except Exception as err:
                 raise RuntimeError(f"{spec.label} failed on prompt {row['id']} seed {seed}: {err}") from err
             record = {
                 "label": spec.label, "config_hash": spec.config_hash, "prompt_id": row["id"], "seed": seed,
                 "method": spec.method, "result_method": res.method, "params": spec.params, "grid": grid.name,
                 "dataset": grid.dataset["name"], "policy": grid.policy, "reward_name": grid.reward,
-                "prompt": row["prompt"], "text": res.text, "selected": res.selected,
+                "prompt": row["prompt"], "prefill": prefill, "text": res.text, "selected": res.selected,
                 "candidates": res.candidates, "initial_texts": res.initial_texts,
                 "initial_rewards": res.initial_rewards, "iterations": res.iterations,
-                "metrics": record_metrics(policy, prompt, res, judge), "compute": res.compute,
+                "trajectory": res.trajectory, "kl_per_position": res.kl_per_position,
+                "metrics": record_metrics(policy, prompt, res, judge, prefill), "compute": res.compute,
                 "wall_time": time.perf_counter() - start, "versions": res.versions, "device": res.device,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }

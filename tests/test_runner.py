@@ -148,3 +148,49 @@ def test_smoke_grid_cli(tmp_path):
     assert [r["label"] for r in recs] == ["greedy", "bon-2", "sea"] and {r["prompt_id"] for r in recs} == {0}
     assert recs[2]["result_method"] == "sea-langevin" and recs[2]["compute"]["backward_tokens"] > 0
     assert all(r["text"] and r["metrics"]["length_tokens"] == 8 for r in recs)
+
+
+def test_prefill_param_is_consumed_by_the_runner_and_recorded(tmp_path):
+    path = tmp_path / "p.jsonl"
+    spec = tiny_grid(path, n_prompts=2)
+    spec["methods"] = [{"name": "greedy", "method": "greedy", "variants": [{"name": "greedy@0w", "prefill": ""},
+                                                                         {"name": "greedy@2w", "prefill": "ab"}]},
+                       {"name": "sea", "method": "sea", "params": {"steps": 2, "num_chains": 2, "prefill": "ab"}}]
+    grid = runner.parse_grid(spec)
+    assert len({m.config_hash for m in grid.methods}) == 3  # the prefill is part of the key
+    runner.run_grid(grid, progress=False, log=lambda s: None)
+    recs = {(r["label"], r["prompt_id"]): r for r in lines(path)}
+    assert recs[("greedy@2w", 0)]["prefill"] == "ab" and recs[("greedy@0w", 0)]["prefill"] == ""
+    # the tiny policy reads the prefill as part of its prompt ids, so the continuation changes
+    assert recs[("greedy@2w", 0)]["candidates"][0]["token_ids"] != recs[("greedy@0w", 0)]["candidates"][0]["token_ids"]
+    sea = recs[("sea", 1)]
+    assert len(sea["trajectory"]["reward_hard"]) == 2 and len(sea["kl_per_position"]) == 2
+
+
+def test_prefill_is_appended_after_the_opened_assistant_turn():
+    class Tok:
+        chat_template = "x"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return "<user>" + messages[-1]["content"] + "<assistant>"
+
+        def __call__(self, text, add_special_tokens, return_tensors):
+            import torch
+            return {"input_ids": torch.tensor([[ord(c) for c in text]])}
+
+    policy = runner.tiny_random_policy(vocab_size=256)
+    policy.tokenizer = Tok()
+    ids = runner.prompt_input(policy, "hi", prefill="Sure,")
+    assert "".join(chr(i) for i in ids) == "<user>hi<assistant>Sure,"
+    assert runner.prompt_input(policy, "hi") == "hi"
+
+
+def test_only_runs_the_matching_methods(tmp_path):
+    path = tmp_path / "o.jsonl"
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text(yaml.safe_dump(tiny_grid(path, n_prompts=2)))
+    from sea_minimal.__main__ import main
+
+    assert main(["run", str(grid_file), "--only", "bo*", "--quiet"]) == 0
+    assert {r["label"] for r in lines(path)} == {"bon"}
+    assert main(["run", str(grid_file), "--only", "nothing*", "--quiet"]) == 2
