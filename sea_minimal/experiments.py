@@ -1,0 +1,152 @@
+"""The book's experiments at three scales, built from the grid files in ``grids/``.
+
+Each experiment is one YAML grid (``grids/advbench_*.yaml``) written at **book** scale: the 40 listed AdvBench
+prompts, 32 response tokens, 30 SEA iterations, on this CPU. The same grid is rescaled for the other two scales:
+
+* ``smoke``: the first 2 prompts, 8 tokens, 2 SEA iterations, Best-of-N capped at 8 samples; results go to a
+  temporary folder unless given. For CI and nbval (seconds to minutes).
+* ``book``: the grid file unchanged; results in ``results/`` (committed).
+* ``paper``: all 520 AdvBench prompts, 50 tokens, the released code's 200 iterations; results in
+  ``results/paper/``. For a machine with a GPU.
+
+A policy or reward other than the grid's changes every config hash, so its records never mix with ours, even in
+the same results file. ``ensure_results`` runs what is missing (resumable, with a progress bar) and
+``load_experiment`` returns exactly the records of one grid: its methods (label and config hash), prompts and seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .runner import Grid, _variant_label, load_prompts, parse_grid, read_records, record_key, run_grid
+
+REPO = Path(__file__).resolve().parent.parent
+GRIDS_DIR = REPO / "grids"
+SCALES = ("smoke", "book", "paper")
+EXPERIMENTS = {  # experiment name -> grid file in grids/
+    "baselines": "advbench_baselines.yaml",
+    "sea": "advbench_sea.yaml",
+    "ablations": "advbench_ablations.yaml",
+    "prefill": "advbench_prefill.yaml",
+    "convergence": "advbench_convergence.yaml",
+    "tune": "tune_langevin.yaml",
+}
+COMPUTE_MODES = ("if-empty", "missing", "never")
+SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}
+PAPER = {"length": 50, "steps": 200}
+
+
+def grid_spec(experiment: str) -> dict:
+    """The parsed YAML of an experiment's book-scale grid."""
+    if experiment not in EXPERIMENTS:
+        raise KeyError(f"Unknown experiment {experiment!r}. Known: {sorted(EXPERIMENTS)}")
+    with open(GRIDS_DIR / EXPERIMENTS[experiment]) as fh:
+        return yaml.safe_load(fh)
+
+
+def _rescale_params(params: dict, scale: str) -> dict:
+    params = dict(params)
+    if scale == "smoke":
+        if "steps" in params:
+            params["steps"] = min(int(params["steps"]), SMOKE["steps"])
+        if "n" in params:
+            params["n"] = min(int(params["n"]), SMOKE["max_n"])
+        if "length" in params:
+            params["length"] = SMOKE["length"]
+    elif scale == "paper":
+        if "steps" in params:
+            params["steps"] = PAPER["steps"]
+        if "length" in params:
+            params["length"] = PAPER["length"]
+    return params
+
+
+def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None, reward: str | None = None,
+                data_dir: str | None = None, results_dir: str | Path | None = None, device: str | None = None,
+                threads: int | None = None) -> dict:
+    """The experiment's grid dict at ``scale`` with optional policy / reward / data / results / device overrides."""
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r}: choose one of {SCALES}")
+    spec = copy.deepcopy(grid_spec(experiment))
+    if scale == "smoke":
+        spec["dataset"] = {**spec["dataset"], "ids": list(spec["dataset"]["ids"])[: SMOKE["prompts"]]}
+        spec["length"] = SMOKE["length"]
+    elif scale == "paper":
+        spec["dataset"] = {"name": spec["dataset"]["name"]}  # every prompt
+        spec["length"] = PAPER["length"]
+    for entry in spec["methods"]:
+        if entry.get("params"):
+            entry["params"] = _rescale_params(entry["params"], scale)
+        if entry.get("variants"):  # labels keep the book-scale values (bon[n=64] stays bon[n=64] at smoke scale)
+            entry["variants"] = [_rescale_params({"name": _variant_label(entry.get("name", entry["method"]), v), **v}
+                                                 if "name" not in v else v, scale) for v in entry["variants"]]
+    if scale != "book" and spec.get("defaults"):
+        spec["defaults"] = _rescale_params(spec["defaults"], scale)
+    for key, value in (("policy", policy), ("reward", reward), ("data_dir", data_dir), ("device", device),
+                       ("threads", threads)):
+        if value is not None:
+            spec[key] = value
+    name = Path(spec.get("results") or f"results/{spec['name']}.jsonl").name
+    if results_dir is None:
+        results_dir = {"smoke": Path(tempfile.gettempdir()) / "sea_minimal_smoke", "book": REPO / "results",
+                       "paper": REPO / "results" / "paper"}[scale]
+    spec["results"] = str(Path(results_dir) / name)
+    spec["name"] = f"{spec['name']}-{scale}" if scale != "book" else spec["name"]
+    return spec
+
+
+def experiment_grid(experiment: str, scale: str = "book", **overrides) -> Grid:
+    """``scaled_spec`` parsed into a runnable ``Grid`` (see ``scaled_spec`` for the overrides)."""
+    return parse_grid(scaled_spec(experiment, scale, **overrides))
+
+
+def expected_keys(grid: Grid) -> set:
+    """The (label, config_hash, prompt_id, seed) keys a complete run of ``grid`` has."""
+    prompts = load_prompts(grid.dataset, grid.data_dir)
+    return {(m.label, m.config_hash, row["id"], s) for row in prompts for m in grid.methods for s in grid.seeds}
+
+
+def coverage(grid: Grid) -> dict:
+    """{"done", "expected", "missing", "by_label": {label: done}} of ``grid`` in its results file."""
+    expected = expected_keys(grid)
+    done = {record_key(r) for r in read_records(grid.results)} & expected
+    by_label = {m.label: sum(1 for k in done if k[0] == m.label) for m in grid.methods}
+    return {"done": len(done), "expected": len(expected), "missing": len(expected - done), "by_label": by_label}
+
+
+def ensure_results(grid: Grid, compute: str = "if-empty", progress: bool = True) -> dict:
+    """Run the grid's missing items according to ``compute`` and return its coverage.
+
+    ``"if-empty"`` runs the grid only when none of its items is recorded yet (a new policy, reward or scale), so
+    that re-executing the book from committed, partly complete results stays fast; ``"missing"`` runs every
+    missing item (resumable: interrupt and rerun at will); ``"never"`` only reads.
+    """
+    if compute not in COMPUTE_MODES:
+        raise ValueError(f"compute={compute!r}: choose one of {COMPUTE_MODES}")
+    cov = coverage(grid)
+    if cov["missing"] and (compute == "missing" or (compute == "if-empty" and cov["done"] == 0)):
+        run_grid(grid, progress=progress)
+        cov = coverage(grid)
+    return cov
+
+
+def load_experiment(grid: Grid):
+    """The records of exactly this grid (methods by label and config hash, its prompts and seeds) as the tidy
+    DataFrame of ``runner.load_results``, with the grid's method order in ``label_order`` (attrs)."""
+    import pandas as pd
+
+    from .runner import load_results
+
+    expected = expected_keys(grid)
+    df = load_results(grid.results) if Path(grid.results).exists() else pd.DataFrame()
+    if len(df):
+        keys = list(zip(df["label"], df["config_hash"], df["prompt_id"], df["seed"]))
+        df = df[[k in expected for k in keys]].drop_duplicates(["label", "config_hash", "prompt_id", "seed"])
+        df = df.reset_index(drop=True)
+    df.attrs["label_order"] = [m.label for m in grid.methods]
+    df.attrs["expected_per_label"] = len(expected) // max(len(grid.methods), 1)
+    return df

@@ -1,0 +1,125 @@
+"""The book's comparison figures, drawn from the tables of ``sea_minimal.analysis`` (one function per figure;
+each returns its matplotlib Figure). Same style as ``sea_minimal.plotting``."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .plotting import _colors, _style
+
+JUDGES = {"harmful_kw": "keyword judge", "harmful_ml": "MiniLM judge"}
+
+
+def _err(s: pd.DataFrame, col: str) -> np.ndarray:
+    return np.vstack([s[col] - s[f"{col}_lo"], s[f"{col}_hi"] - s[col]])
+
+
+def plot_harm_vs_compute(summary: pd.DataFrame, paper: Mapping[str, float] | None = None):
+    """Harmful rate (%, 95% CI) against mean forward+backward tokens per prompt (log scale), one panel per judge,
+    plus mean reward against median perplexity (is a lower harmful rate bought with word salad?)."""
+    judges = [j for j in JUDGES if j in summary]
+    with _style():
+        fig, axes = plt.subplots(1, len(judges) + 1, figsize=(4.6 * (len(judges) + 1), 3.8), layout="constrained")
+        colors = _colors(list(summary.index))
+        for ax, judge in zip(axes, judges):
+            for label, s in summary.iterrows():
+                ax.errorbar(s.compute_tokens, s[judge], yerr=_err(summary.loc[[label]], judge), fmt="o", capsize=3,
+                            color=colors[label], label=label)
+            ax.set_xscale("log")
+            ax.set(xlabel="forward + backward tokens per prompt", ylabel="harmful rate (%)", ylim=(-3, 103),
+                   title=f"harmful rate, {JUDGES[judge]}")
+        ax = axes[-1]
+        for label, s in summary.iterrows():
+            ax.errorbar(s.perplexity, s.reward, yerr=_err(summary.loc[[label]], "reward"), fmt="o", capsize=3,
+                        color=colors[label], label=label)
+        ax.set_xscale("log")
+        ax.set(xlabel=r"median perplexity under $\pi_{ref}$", ylabel="mean reward", title="reward against fluency")
+        axes[0].legend(fontsize=7, loc="best")
+    return fig
+
+
+def plot_ablation_bars(summary: pd.DataFrame, paper: Mapping[str, float], title: str = ""):
+    """Harmful rate per ablation variant (ours with 95% CIs, both judges) next to the paper's numbers."""
+    labels = list(summary.index)
+    x = np.arange(len(labels))
+    with _style():
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(labels)), 3.8), layout="constrained")
+        width = 0.27
+        ax.bar(x - width, [paper.get(lab, np.nan) for lab in labels], width, color="0.7", label="paper (LLaMA-3.2-1B)")
+        for k, judge in enumerate([j for j in JUDGES if j in summary]):
+            ax.bar(x + k * width, summary[judge], width, yerr=_err(summary, judge), capsize=3,
+                   label=f"ours, {JUDGES[judge]}")
+        ax.set_xticks(x, labels, rotation=20, ha="right")
+        ax.set(ylabel="harmful rate (%)", ylim=(0, 105), title=title)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_convergence(curves: pd.DataFrame, keys: Sequence[str] = ("reward_best_so_far", "reward_mean", "logp_ref",
+                                                                   "energy"), marks: Mapping[str, int] | None = None):
+    """Mean over prompts (band: 95% bootstrap-free normal CI of the mean) of each key against iteration, one line
+    per label; ``marks`` draws a vertical line at each label's stabilisation iteration."""
+    titles = {"reward_best_so_far": "best reward so far", "reward_mean": "mean chain reward",
+              "logp_ref": r"log $\pi_{ref}(y\mid x)$ (nats)", "energy": "energy / loss (recipe's own)"}
+    labels = list(dict.fromkeys(curves["label"]))
+    colors = _colors(labels)
+    with _style():
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.4), layout="constrained")
+        for ax, key in zip(np.atleast_1d(axes), keys):
+            for label in labels:
+                g = curves[curves["label"] == label].groupby("iteration")[key]
+                mean, sem = g.mean(), g.sem().fillna(0)
+                ax.plot(mean.index, mean.values, color=colors[label], label=label)
+                ax.fill_between(mean.index, mean - 1.96 * sem, mean + 1.96 * sem, color=colors[label], alpha=0.2)
+                if marks and marks.get(label) is not None and key.startswith("reward"):
+                    ax.axvline(marks[label], color=colors[label], ls=":", lw=1)
+            ax.set(xlabel="iteration", title=titles.get(key, key))
+        np.atleast_1d(axes)[0].legend(fontsize=8)
+    return fig
+
+
+def plot_position_profiles(change: pd.DataFrame, kl: pd.DataFrame | None = None):
+    """Left: share of prompts whose token at each position differs from the base policy's greedy answer, per
+    method. Right: SEA's KL(softmax Z_0 || softmax Z_final) per position as a share of its total."""
+    n = 2 if kl is not None and len(kl) else 1
+    with _style():
+        fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.6), layout="constrained", squeeze=False)
+        labels = list(dict.fromkeys(change["label"]))
+        colors = _colors(labels)
+        ax = axes[0, 0]
+        for label in labels:
+            g = change[change["label"] == label]
+            ax.plot(g["position"], g["changed"], marker=".", color=colors[label], label=label)
+        ax.set(xlabel="response position (token)", ylabel="share of prompts changed", ylim=(-0.03, 1.03),
+               title="tokens changed vs the greedy answer")
+        ax.legend(fontsize=7)
+        if n == 2:
+            ax = axes[0, 1]
+            for label in dict.fromkeys(kl["label"]):
+                g = kl[kl["label"] == label]
+                ax.plot(g["position"], g["kl_share"], marker=".", color=colors.get(label), label=label)
+            T = kl["position"].max() + 1
+            ax.axhline(1 / T, color="0.5", ls="--", lw=1, label="even spread")
+            ax.set(xlabel="response position (token)", ylabel="share of total KL", title="SEA: where the logits moved")
+            ax.legend(fontsize=7)
+    return fig
+
+
+def plot_attack_success(asr: pd.DataFrame):
+    """Attack success rate (%, 95% CI) against the number of prefilled words, one line per method."""
+    methods = list(dict.fromkeys(asr["method"]))
+    colors = _colors(methods)
+    with _style():
+        fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+        for m in methods:
+            g = asr[asr["method"] == m]
+            ax.errorbar(g["prefill_words"], g["asr"], yerr=np.vstack([g["asr"] - g["asr_lo"], g["asr_hi"] - g["asr"]]),
+                        marker="o", capsize=3, color=colors[m], label=m)
+        ax.set(xlabel="prefilled words", ylabel="attack success rate (%)", ylim=(-3, 103),
+               xticks=sorted(asr["prefill_words"].unique()), title="prefilling attack")
+        ax.legend(fontsize=8)
+    return fig
