@@ -216,7 +216,7 @@ def make_reward(name: str, policy):
     of a sequence-classification reward model sharing the policy's vocabulary."""
     import torch
 
-    from .rewards import HFClassifierReward, VocabReward, demo_reward
+    from .rewards import VocabReward, demo_reward
 
     if name == "demo":
         return demo_reward(policy)
@@ -228,13 +228,9 @@ def make_reward(name: str, policy):
         except ImportError as err:
             raise GridError(f"reward 'harmlessness' needs sea_minimal.reward_model.load_harmlessness_reward ({err}).")
         return load_harmlessness_reward(policy)
-    from transformers import AutoModelForSequenceClassification
+    from .reward_model import load_hf_reward
 
-    from .models import resolve_model_path
-
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name)).to(policy.device)
-    eos = getattr(policy.tokenizer, "eos_token_id", None)
-    return HFClassifierReward(model, suffix_ids=[eos] if eos is not None else [])
+    return load_hf_reward(name, policy)  # vocabulary check; drops GRM's extra padding row explicitly
 
 
 def prompt_input(policy, text: str, prefill: str = ""):
