@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Wall time and peak memory of every method on the same prompts, each run in a fresh process.
+
+    python scripts/benchmark_methods.py                          # book scale, 2 prompts, writes results/cost_benchmark.json
+    python scripts/benchmark_methods.py --scale smoke --out /tmp/cost.json
+
+Methods and their settings are those of the book's grids (``baselines`` and ``sea``, see sea_minimal.experiments)
+plus Best-of-N with N = 128 and 256 (not at smoke scale), so that one Best-of-N setting spends about as many model tokens as SEA.
+
+Why one process per (method, prompt): on a CPU, PyTorch's allocator keeps memory it once used, so a method measured
+after another inherits its peak. Each worker loads the policy and the reward, runs one forward pass over the prompt (the weights are memory-mapped
+and only count once touched), records its resident memory, runs one
+method on one prompt, and reports the peak resident memory above that level (``resource.getrusage`` high-water mark
+on CPU; the CUDA allocator's peak on GPU), the wall time of the method call alone and the token counts. The order is
+interleaved (for each prompt, every method), so slow phases of a shared machine hit all methods alike. Results are
+written after every worker (an interrupted run keeps what it measured; a rerun skips what is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORKER = r"""
+import json, resource, sys, time
+import torch
+spec = json.loads(sys.argv[1])
+if spec.get("threads"):
+    torch.set_num_threads(int(spec["threads"]))
+from sea_minimal.methods import get_method
+from sea_minimal.runner import make_policy, make_reward, load_prompts
+policy = make_policy(spec["policy"], spec["device"])
+reward = make_reward(spec["reward"], policy)
+prompt = [r for r in load_prompts(spec["dataset"], spec["data_dir"]) if r["id"] == spec["prompt_id"]][0]["prompt"]
+cuda = policy.device.type == "cuda"
+with torch.no_grad():  # touch every weight once (safetensors are memory-mapped) and warm up the kernels
+    policy.model(input_ids=policy.encode_prompt(prompt)[None])
+if cuda:
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+else:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (the load's high-water mark)
+start = time.perf_counter()
+res = get_method(spec["method"])(policy, reward, prompt, 0, **spec["params"])
+if cuda:
+    torch.cuda.synchronize()
+wall = time.perf_counter() - start
+peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else \
+    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+print("RESULT " + json.dumps({"wall_s": wall, "peak_mib_above_loaded": max(0.0, peak), "device": str(policy.device),
+                              "reward": res.candidates[res.selected]["reward"], **res.compute}))
+"""
+
+
+def method_specs(scale: str) -> list[dict]:
+    from sea_minimal import experiments
+
+    specs = []
+    for name in ("baselines", "sea"):
+        grid = experiments.experiment_grid(name, scale)
+        specs += [{"label": m.label, "method": m.method, "params": m.params} for m in grid.methods]
+    bon = next(s for s in specs if s["method"] == "best_of_n")
+    for n in (128, 256) if scale != "smoke" else ():
+        specs.append({"label": f"bon[n={n}]", "method": "best_of_n", "params": {**bon["params"], "n": n}})
+    return specs
+
+
+def main(argv=None) -> int:
+    from sea_minimal import experiments
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", default="book", choices=experiments.SCALES)
+    ap.add_argument("--prompts", type=int, default=2, help="first N prompts of the evaluation subset")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--only", action="append", help="labels to run (default: all)")
+    ap.add_argument("--out", default=str(ROOT / "results" / "cost_benchmark.json"))
+    args = ap.parse_args(argv)
+
+    grid = experiments.experiment_grid("sea", args.scale)
+    ids = list(grid.dataset["ids"])[: args.prompts]
+    specs = [s for s in method_specs(args.scale) if not args.only or s["label"] in args.only]
+    out = Path(args.out)
+    data = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    done = {(r["label"], r["prompt_id"], json.dumps(r["params"], sort_keys=True)) for r in data["runs"]}
+    data.update({"scale": args.scale, "policy": grid.policy, "reward": grid.reward, "threads": args.threads,
+                 "note": "one fresh process per (method, prompt); peak memory above the loaded model"})
+    for pid in ids:
+        for spec in specs:
+            key = (spec["label"], pid, json.dumps(spec["params"], sort_keys=True))
+            if key in done:
+                continue
+            payload = {**spec, "prompt_id": pid, "policy": grid.policy, "reward": grid.reward, "device": args.device,
+                       "dataset": grid.dataset, "data_dir": grid.data_dir, "threads": args.threads}
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(payload)], capture_output=True, text=True,
+                                  cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"})
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"worker failed for {spec['label']} on prompt {pid} (exit {proc.returncode})")
+            rec = {"label": spec["label"], "method": spec["method"], "params": spec["params"], "prompt_id": pid,
+                   "process_s": time.perf_counter() - t0, **json.loads(line[0][len("RESULT "):])}
+            data["runs"].append(rec)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+            os.replace(tmp, out)  # atomic: an interrupted run keeps every finished worker
+            print(f"{spec['label']:22s} prompt {pid:4d}  {rec['wall_s']:7.1f} s  "
+                  f"{rec['peak_mib_above_loaded']:7.1f} MiB  {rec['forward_tokens'] + rec['backward_tokens']:8d} tokens",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
