@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_grid(args) -> int:
     from .models import ModelLoadError
+    from .rewards import VocabMismatchError
     from .runner import (GridError, load_grid, load_prompts, pending_items, read_records, record_key, run_grid,
                          select_methods)
 
@@ -72,7 +73,7 @@ def _run_grid(args) -> int:
 
             torch.set_num_threads(args.threads)
         run_grid(grid, progress=not args.quiet, limit=args.limit)
-    except (GridError, ModelLoadError, FileNotFoundError, KeyError) as err:
+    except (GridError, ModelLoadError, VocabMismatchError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -36,6 +36,8 @@ def add_judges(df: pd.DataFrame, minilm: bool = True, classifier=None) -> pd.Dat
     ``minilm_harm_prob`` / ``minilm_harmful`` (the independent MiniLM judge, threshold 0.5) and ``perplexity``
     (exp of minus the mean log pi_ref per response token)."""
     out = df.copy()
+    if not len(out):
+        return out
     prefill = out["prefill"].fillna("") if "prefill" in out else ""
     out["full_text"] = prefill + out["text"].fillna("")
     out["keyword_harmful"] = out["full_text"].map(keyword_is_harmful)
@@ -127,14 +129,46 @@ def paired_vs(df: pd.DataFrame, a: str, b: str, column: str) -> dict:
     return out
 
 
+def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float], column: str = "keyword_harmful",
+                      unit: float = 100.0) -> pd.DataFrame:
+    """Does each of the paper's orderings "variant vs ``reference``" hold here?
+
+    For every label of ``paper`` other than ``reference`` that has records: the paper's difference
+    (variant - reference), ours from a paired bootstrap over the shared prompts (``column`` x ``unit``, e.g. harmful
+    rate in points), and a verdict: "holds" (same sign, CI excludes 0), "same direction, CI includes 0",
+    "reversed" (opposite sign, CI excludes 0), "opposite direction, CI includes 0", or "no difference measured"
+    (our estimate and CI are exactly 0)."""
+    rows = []
+    frame = df.assign(**{column: df[column].astype(float) * unit})
+    for label, value in paper.items():
+        if label == reference or label not in set(df["label"]):
+            continue
+        d = paired_vs(frame, label, reference, column)
+        paper_diff = value - paper[reference]
+        same = np.sign(d["diff"]) == np.sign(paper_diff)
+        excludes = d["low"] > 0 or d["high"] < 0
+        if d["diff"] == 0 and d["low"] == 0 and d["high"] == 0:
+            verdict = "no difference measured"
+        elif same:
+            verdict = "holds" if excludes else "same direction, CI includes 0"
+        else:
+            verdict = "reversed" if excludes else "opposite direction, CI includes 0"
+        rows.append({"variant": label, "paper: variant - reference": round(paper_diff, 2),
+                     "ours": round(d["diff"], 2), "95% CI": f"[{d['low']:.1f}, {d['high']:.1f}]", "n prompts": d["n"],
+                     "verdict": verdict})
+    return pd.DataFrame(rows).set_index("variant") if rows else pd.DataFrame()
+
+
 # ---------------------------------------------------------------------------------------------- tuning rule
-def choose_step_size(summary: pd.DataFrame, baseline: str = "greedy", max_ratio: float = 2.0) -> str | None:
+def choose_step_size(summary: pd.DataFrame, baseline: str = "greedy", max_ratio: float = 2.0) -> dict:
     """The tuning rule of grids/tune_langevin.yaml: among labels other than ``baseline``, the highest mean reward
-    whose median perplexity is at most ``max_ratio`` times the baseline's. None when no label qualifies."""
+    whose median perplexity is at most ``max_ratio`` times the baseline's. If none is that fluent, the label with
+    the lowest median perplexity, with ``fluent=False``. Returns {"label", "fluent", "perplexity_limit"}."""
     limit = max_ratio * summary.loc[baseline, "perplexity"]
-    ok = summary.drop(index=baseline)
-    ok = ok[ok["perplexity"] <= limit]
-    return None if ok.empty else str(ok["reward"].idxmax())
+    others = summary.drop(index=baseline)
+    ok = others[others["perplexity"] <= limit]
+    label = str(ok["reward"].idxmax()) if not ok.empty else str(others["perplexity"].idxmin())
+    return {"label": label, "fluent": not ok.empty, "perplexity_limit": float(limit)}
 
 
 def pick_recipe(summary: pd.DataFrame, candidates: Sequence[str] = ("sea-langevin", "sea-reference"),

@@ -6,7 +6,7 @@ prompts, 32 response tokens, 30 SEA iterations, on this CPU. The same grid is re
 * ``smoke``: the first 2 prompts, 8 tokens, 2 SEA iterations, Best-of-N capped at 8 samples; results go to a
   temporary folder unless given. For CI and nbval (seconds to minutes).
 * ``book``: the grid file unchanged; results in ``results/`` (committed).
-* ``paper``: all 520 AdvBench prompts, 50 tokens, the released code's 200 iterations; results in
+* ``paper``: all 520 AdvBench prompts (the tuning grid keeps its 5 held-out prompts: ``paper_prompts: listed``), 50 tokens, the released code's 200 iterations; results in
   ``results/paper/``. For a machine with a GPU.
 
 A policy or reward other than the grid's changes every config hash, so its records never mix with ours, even in
@@ -67,7 +67,7 @@ def _rescale_params(params: dict, scale: str) -> dict:
 
 def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None, reward: str | None = None,
                 data_dir: str | None = None, results_dir: str | Path | None = None, device: str | None = None,
-                threads: int | None = None) -> dict:
+                threads: int | None = None, system_prompt: str | None = None) -> dict:
     """The experiment's grid dict at ``scale`` with optional policy / reward / data / results / device overrides."""
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}: choose one of {SCALES}")
@@ -76,7 +76,8 @@ def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None,
         spec["dataset"] = {**spec["dataset"], "ids": list(spec["dataset"]["ids"])[: SMOKE["prompts"]]}
         spec["length"] = SMOKE["length"]
     elif scale == "paper":
-        spec["dataset"] = {"name": spec["dataset"]["name"]}  # every prompt
+        if spec.get("paper_prompts", "all") == "all":  # the tuning grid keeps its 5 held-out prompts
+            spec["dataset"] = {"name": spec["dataset"]["name"]}  # every prompt
         spec["length"] = PAPER["length"]
     for entry in spec["methods"]:
         if entry.get("params"):
@@ -87,7 +88,7 @@ def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None,
     if scale != "book" and spec.get("defaults"):
         spec["defaults"] = _rescale_params(spec["defaults"], scale)
     for key, value in (("policy", policy), ("reward", reward), ("data_dir", data_dir), ("device", device),
-                       ("threads", threads)):
+                       ("threads", threads), ("system_prompt", system_prompt)):
         if value is not None:
             spec[key] = value
     name = Path(spec.get("results") or f"results/{spec['name']}.jsonl").name

@@ -128,7 +128,7 @@ def _from_pretrained(loader, path: str, **kwargs):
         raise ModelLoadError(
             f"Could not load '{path}': {str(err).splitlines()[0]}\n"
             "If this is a Hugging Face id, this machine may have no network access to the hub. "
-            "Fix: download the model elsewhere (`huggingface-cli download ID --local-dir DIR`) and pass DIR, "
+            "Fix: download the model elsewhere (`hf download ID --local-dir DIR`) and pass DIR, "
             f"or use a bundled model: {sorted(BUNDLED_MODELS)}."
         ) from None
 

@@ -4,6 +4,8 @@ Grid file (see ``grids/smoke.yaml``)::
 
     name: smoke
     policy: smollm2-135m-instruct     # bundled name, local folder, HF id, or tiny-random (tests)
+    system_prompt: null               # optional: null keeps the chat template's default; "" = an empty system
+                                      # message (the paper's setting for Llama); part of every config hash when set
     reward: demo                      # demo | harmlessness | linear (tiny-random) | <HF id or folder>
     dataset: {name: advbench, first: 2}   # or ids: [...], or subset: {n: 50, seed: 0};
                                           # or {name: inline, prompts: [...]}
@@ -78,6 +80,7 @@ class Grid:
     data_dir: str | None = None
     sleep: float = 0.0  # seconds to wait after each item (demos and the kill/resume test)
     threads: int | None = None  # torch CPU threads (1 is far faster on a CPU shared with other jobs)
+    system_prompt: str | None = None  # None keeps the chat template's default system message
     raw: dict = field(default_factory=dict)
 
 
@@ -130,6 +133,9 @@ def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
     if "name" not in dataset:
         raise GridError("`dataset:` needs a `name:` (advbench, hh_rlhf, truthfulqa, gsm8k, math500 or inline).")
     policy, reward = str(spec.get("policy", "smollm2-135m-instruct")), str(spec.get("reward", "demo"))
+    system_prompt = spec.get("system_prompt")
+    # the policy key of the hash: unchanged when the template's default system message is kept (older records)
+    policy_key = policy if system_prompt is None else f"{policy}|system={system_prompt!r}"
     methods: list[MethodSpec] = []
     for entry in spec["methods"]:
         if isinstance(entry, str):
@@ -146,7 +152,7 @@ def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
                 lab = str(variant.pop("name", None) or _variant_label(label, variant))
                 params.update(variant)
             _check_params(entry["method"], params)
-            h = config_hash(entry["method"], params, policy, reward, dataset["name"])
+            h = config_hash(entry["method"], params, policy_key, reward, dataset["name"])
             methods.append(MethodSpec(lab, entry["method"], params, h))
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
@@ -156,7 +162,7 @@ def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
     out = results or spec.get("results") or f"results/{name}.jsonl"
     return Grid(name=name, methods=methods, dataset=dataset, seeds=seeds, results=Path(out), policy=policy,
                 reward=reward, device=spec.get("device"), data_dir=spec.get("data_dir"),
-                sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), raw=spec)
+                sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), system_prompt=system_prompt, raw=spec)
 
 
 def select_methods(grid: Grid, patterns: list[str] | None) -> Grid:
@@ -203,12 +209,12 @@ def tiny_random_policy(vocab_size: int = 32, seed: int = 0, device: str = "cpu")
     return Policy(LlamaForCausalLM(config).to(device).eval(), tokenizer=None, name=TINY_POLICY)
 
 
-def make_policy(name: str, device: str | None = None):
+def make_policy(name: str, device: str | None = None, system_prompt: str | None = None):
     if name == TINY_POLICY:
         return tiny_random_policy(device=device or "cpu")
     from .models import load_policy
 
-    return load_policy(name, device=device)
+    return load_policy(name, device=device, system_prompt=system_prompt)
 
 
 def make_reward(name: str, policy):
@@ -391,7 +397,8 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
             import torch
 
             torch.set_num_threads(int(grid.threads))
-        policy = (policy_factory or make_policy)(grid.policy, grid.device)
+        policy = (make_policy(grid.policy, grid.device, grid.system_prompt) if policy_factory is None
+                  else policy_factory(grid.policy, grid.device))
         reward = (reward_factory or make_reward)(grid.reward, policy)
         judge = _keyword_judge()
         bar = tqdm(pending, desc=grid.name, unit="run", disable=not progress, dynamic_ncols=True)

@@ -1,0 +1,69 @@
+"""The book's experiment grids at smoke / book / paper scale, coverage and loading exactly one grid's records."""
+
+import json
+
+import pytest
+
+from sea_minimal import experiments, runner
+
+
+@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+def test_every_grid_parses_at_every_scale(name, tmp_path):
+    book = experiments.experiment_grid(name, "book", results_dir=tmp_path)
+    smoke = experiments.experiment_grid(name, "smoke", results_dir=tmp_path)
+    paper = experiments.experiment_grid(name, "paper", results_dir=tmp_path)
+    assert [m.label for m in smoke.methods] == [m.label for m in book.methods] == [m.label for m in paper.methods]
+    assert len(smoke.dataset["ids"]) == 2
+    assert ("ids" in paper.dataset) == (name == "tune")  # tuning stays on its held-out prompts
+    for s, b in zip(smoke.methods, book.methods):
+        assert s.params.get("length", 0) <= 8 and s.params.get("steps", 0) <= 2 and s.params.get("n", 0) <= 8
+        assert s.config_hash != b.config_hash
+    for p in paper.methods:
+        assert p.params.get("length") in (None, 50)
+        if p.method == "sea":
+            assert p.params["steps"] == 200
+
+
+def test_evaluation_grids_share_the_40_prompts_and_tuning_prompts_are_disjoint():
+    ids = {name: experiments.grid_spec(name)["dataset"]["ids"] for name in experiments.EXPERIMENTS}
+    evaluation = ids["baselines"]
+    assert len(evaluation) == 40 and len(set(evaluation)) == 40
+    for name in ("sea", "ablations", "prefill"):
+        assert ids[name] == evaluation, name
+    assert set(ids["convergence"]) <= set(evaluation)
+    assert not set(ids["tune"]) & set(evaluation)
+
+
+def test_policy_override_changes_every_key(tmp_path):
+    a = experiments.experiment_grid("sea", "book", results_dir=tmp_path)
+    b = experiments.experiment_grid("sea", "book", results_dir=tmp_path, policy="HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert not {m.config_hash for m in a.methods} & {m.config_hash for m in b.methods}
+
+
+def test_coverage_and_load_experiment_keep_only_this_grid(tmp_path):
+    spec = {"name": "t", "policy": "tiny-random", "reward": "linear", "length": 3, "seeds": [0],
+            "dataset": {"name": "inline", "prompts": ["a b", "c d", "e f"]}, "results": str(tmp_path / "r.jsonl"),
+            "methods": [{"name": "greedy", "method": "greedy"}]}
+    grid = runner.parse_grid(spec)
+    assert experiments.coverage(grid)["done"] == 0
+    assert experiments.ensure_results(grid, compute="never")["done"] == 0
+    runner.run_grid(grid, progress=False, log=lambda s: None, limit=2)
+    assert experiments.coverage(grid) == {"done": 2, "expected": 3, "missing": 1, "by_label": {"greedy": 2}}
+    # "if-empty" leaves a partly run grid as it is; "missing" completes it
+    assert experiments.ensure_results(grid, compute="if-empty", progress=False)["missing"] == 1
+    assert experiments.ensure_results(grid, compute="missing", progress=False)["missing"] == 0
+    # a record of another config in the same file is not loaded
+    with open(grid.results, "a") as fh:
+        rec = json.loads(open(grid.results).readline())
+        fh.write(json.dumps({**rec, "config_hash": "other"}) + "\n")
+    df = experiments.load_experiment(grid)
+    assert len(df) == 3 and set(df["config_hash"]) == {grid.methods[0].config_hash}
+    with pytest.raises(ValueError, match="compute="):
+        experiments.ensure_results(grid, compute="always")
+
+
+def test_system_prompt_is_part_of_the_key_only_when_set(tmp_path):
+    a = experiments.experiment_grid("sea", "book", results_dir=tmp_path)
+    b = experiments.experiment_grid("sea", "book", results_dir=tmp_path, system_prompt="")
+    assert a.system_prompt is None and b.system_prompt == ""
+    assert not {m.config_hash for m in a.methods} & {m.config_hash for m in b.methods}
