@@ -60,12 +60,12 @@ print("RESULT " + json.dumps({"wall_s": wall, "peak_mib_above_loaded": max(0.0, 
 """
 
 
-def method_specs(scale: str) -> list[dict]:
+def method_specs(scale: str, **overrides) -> list[dict]:
     from sea_minimal import experiments
 
     specs = []
     for name in ("baselines", "sea"):
-        grid = experiments.experiment_grid(name, scale)
+        grid = experiments.experiment_grid(name, scale, **overrides)
         specs += [{"label": m.label, "method": m.method, "params": m.params} for m in grid.methods]
     bon = next(s for s in specs if s["method"] == "best_of_n")
     for n in (128, 256) if scale != "smoke" else ():
@@ -81,13 +81,17 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=2, help="first N prompts of the evaluation subset")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--policy", default=None, help="policy (default: the grids')")
+    ap.add_argument("--reward", default=None, help="reward (default: the grids')")
+    ap.add_argument("--data-dir", default=None, help="folder holding advbench/ (default: $SEA_DATA_DIR)")
     ap.add_argument("--only", action="append", help="labels to run (default: all)")
     ap.add_argument("--out", default=str(ROOT / "results" / "cost_benchmark.json"))
     args = ap.parse_args(argv)
 
-    grid = experiments.experiment_grid("sea", args.scale)
-    ids = list(grid.dataset["ids"])[: args.prompts]
-    specs = [s for s in method_specs(args.scale) if not args.only or s["label"] in args.only]
+    overrides = {"policy": args.policy, "reward": args.reward, "data_dir": args.data_dir}
+    grid = experiments.experiment_grid("sea", args.scale, **overrides)
+    ids = [row["id"] for row in experiments.load_prompts(grid.dataset, grid.data_dir)][: args.prompts]
+    specs = [s for s in method_specs(args.scale, **overrides) if not args.only or s["label"] in args.only]
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"runs": []}
     done = {(r["label"], r["prompt_id"], json.dumps(r["params"], sort_keys=True)) for r in data["runs"]}

@@ -141,7 +141,10 @@ def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float],
     rows = []
     frame = df.assign(**{column: df[column].astype(float) * unit})
     for label, value in paper.items():
-        if label == reference or label not in set(df["label"]):
+        if label == reference or label not in set(df["label"]) or reference not in set(df["label"]):
+            continue
+        shared = set(df.loc[df["label"] == label, "prompt_id"]) & set(df.loc[df["label"] == reference, "prompt_id"])
+        if not shared:
             continue
         d = paired_vs(frame, label, reference, column)
         paper_diff = value - paper[reference]
@@ -225,6 +228,34 @@ def stabilisation_iteration(curve: Sequence[float], tol: float = 0.1) -> int | N
     inside = np.abs(y - y[-1]) <= tol * span
     outside = np.flatnonzero(~inside)
     return int(outside[-1] + 1) if outside.size else 0
+
+
+def without_rewrite(df: pd.DataFrame) -> pd.DataFrame:
+    """For records whose candidates include rewrites (the released code's post-step): what the pick would have been
+    without them. One row per record: label, prompt_id, ``rewrite_won``, and ``text``/``reward`` of the final pick
+    (``*_final``) and of the best optimised chain alone (``*_chains``)."""
+    rows = []
+    for _, rec in df.iterrows():
+        cands = rec["candidates"]
+        chains = [c for c in cands if not str(c.get("source", "")).startswith("rewrite")]
+        if len(chains) == len(cands) or not chains:
+            continue
+        best = max(chains, key=lambda c: c["reward"])
+        final = cands[rec["selected"]]
+        rows.append({"label": rec["label"], "prompt_id": rec["prompt_id"], "prefill": rec.get("prefill") or "",
+                     "rewrite_won": str(final.get("source", "")).startswith("rewrite"),
+                     "text_final": final["text"], "reward_final": final["reward"],
+                     "text_chains": best["text"], "reward_chains": best["reward"]})
+    return pd.DataFrame(rows)
+
+
+def last_vs_best_iterate(traj: pd.DataFrame) -> pd.DataFrame:
+    """Per label and prompt: the best chain's hard reward at the last iteration (``select="last"``) against the best
+    reward over all iterations (``select="best"``), from the recorded trajectories."""
+    last_it = traj.groupby(["label", "prompt_id"])["iteration"].transform("max")
+    last = traj[traj["iteration"] == last_it].groupby(["label", "prompt_id"])["reward_hard"].max().rename("last")
+    best = traj.groupby(["label", "prompt_id"])["reward_hard"].max().rename("best")
+    return pd.concat([last, best], axis=1).reset_index()
 
 
 # ---------------------------------------------------------------------------------------------- deep alignment

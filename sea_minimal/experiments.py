@@ -3,8 +3,8 @@
 Each experiment is one YAML grid (``grids/advbench_*.yaml``) written at **book** scale: the 40 listed AdvBench
 prompts, 32 response tokens, 30 SEA iterations, on this CPU. The same grid is rescaled for the other two scales:
 
-* ``smoke``: the first 2 prompts, 8 tokens, 2 SEA iterations, Best-of-N capped at 8 samples; results go to a
-  temporary folder unless given. For CI and nbval (seconds to minutes).
+* ``smoke``: the first 2 prompts, 8 tokens, 2 SEA iterations, Best-of-N capped at 8 samples; results go to
+  ``$SEA_SMOKE_RESULTS`` (default: a folder in the system's temporary directory) unless given. For CI and nbval (seconds to minutes).
 * ``book``: the grid file unchanged; results in ``results/`` (committed).
 * ``paper``: all 520 AdvBench prompts (the tuning grid keeps its 5 held-out prompts: ``paper_prompts: listed``), 50 tokens, the released code's 200 iterations; results in
   ``results/paper/``. For a machine with a GPU.
@@ -17,6 +17,7 @@ the same results file. ``ensure_results`` runs what is missing (resumable, with 
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None,
             spec[key] = value
     name = Path(spec.get("results") or f"results/{spec['name']}.jsonl").name
     if results_dir is None:
-        results_dir = {"smoke": Path(tempfile.gettempdir()) / "sea_minimal_smoke", "book": REPO / "results",
+        smoke_dir = os.environ.get("SEA_SMOKE_RESULTS") or Path(tempfile.gettempdir()) / "sea_minimal_smoke"
+        results_dir = {"smoke": Path(smoke_dir), "book": REPO / "results",
                        "paper": REPO / "results" / "paper"}[scale]
     spec["results"] = str(Path(results_dir) / name)
     spec["name"] = f"{spec['name']}-{scale}" if scale != "book" else spec["name"]

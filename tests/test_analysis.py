@@ -61,9 +61,10 @@ def test_prefill_is_judged_with_the_response():
 def test_choose_step_size_respects_the_fluency_limit():
     s = pd.DataFrame({"reward": [0.0, 0.5, 0.9], "perplexity": [10.0, 15.0, 25.0]},
                      index=["greedy", "eta=1", "eta=100"])
-    assert analysis.choose_step_size(s) == "eta=1"  # eta=100 has more reward but 2.5x the perplexity
-    assert analysis.choose_step_size(s, max_ratio=3) == "eta=100"
-    assert analysis.choose_step_size(s.assign(perplexity=[1.0, 9.0, 9.0])) is None
+    assert analysis.choose_step_size(s)["label"] == "eta=1"  # eta=100 has more reward but 2.5x the perplexity
+    assert analysis.choose_step_size(s, max_ratio=3) == {"label": "eta=100", "fluent": True, "perplexity_limit": 30.0}
+    fallback = analysis.choose_step_size(s.assign(perplexity=[1.0, 9.0, 8.0]))
+    assert fallback == {"label": "eta=100", "fluent": False, "perplexity_limit": 2.0}  # none fluent: least salad
 
 
 def test_stabilisation_iteration():
@@ -93,3 +94,32 @@ def test_pick_recipe_prefers_fluent_then_lower_harm():
     assert analysis.pick_recipe(s) == {"recipe": "sea-reference", "fluent": True, "perplexity_limit": 10.0}
     s.loc["sea-reference", "perplexity"] = 50.0
     assert analysis.pick_recipe(s)["recipe"] == "sea-langevin" and not analysis.pick_recipe(s)["fluent"]
+
+
+def test_ordering_verdicts():
+    rows = []
+    for pid in range(20):
+        rows.append({"label": "4 chains", "prompt_id": pid, "keyword_harmful": pid < 4})
+        rows.append({"label": "1 chain", "prompt_id": pid, "keyword_harmful": pid < 14})  # worse: as the paper
+        rows.append({"label": "random init", "prompt_id": pid, "keyword_harmful": pid < 12})  # paper: better
+        rows.append({"label": "without noise", "prompt_id": pid, "keyword_harmful": pid < 4})
+    v = analysis.ordering_verdicts(pd.DataFrame(rows), "4 chains", analysis.PAPER_ABLATION)
+    assert v.loc["1 chain", "verdict"] == "holds" and v.loc["1 chain", "ours"] == 50.0
+    assert v.loc["random init", "verdict"] == "reversed"
+    assert v.loc["without noise", "verdict"] == "no difference measured"
+    assert "without reward" not in v.index
+
+
+def test_without_rewrite_and_last_vs_best():
+    cands = [{"source": "chain 0", "text": "a", "reward": 0.2, "token_ids": [1]},
+             {"source": "chain 1", "text": "b", "reward": 0.5, "token_ids": [2]},
+             {"source": "rewrite of chain 1", "text": "c", "reward": 0.9, "token_ids": [3]}]
+    df = pd.DataFrame([{"label": "sea-reference", "prompt_id": 3, "candidates": cands, "selected": 2},
+                       {"label": "sea-langevin", "prompt_id": 3, "candidates": cands[:2], "selected": 1}])
+    w = analysis.without_rewrite(df)
+    assert len(w) == 1 and bool(w.iloc[0]["rewrite_won"])
+    assert (w.iloc[0]["text_chains"], w.iloc[0]["reward_chains"], w.iloc[0]["reward_final"]) == ("b", 0.5, 0.9)
+    traj = pd.DataFrame({"label": "x", "prompt_id": 0, "iteration": [0, 0, 1, 1], "chain": [0, 1, 0, 1],
+                         "reward_hard": [0.1, 0.8, 0.3, 0.2]})
+    lb = analysis.last_vs_best_iterate(traj)
+    assert lb[["last", "best"]].values.tolist() == [[0.3, 0.8]]

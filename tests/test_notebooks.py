@@ -89,8 +89,15 @@ def test_notebook_is_clean_and_small(path):
     assert isinstance(smoke, dict), f"{path.name}: notebook metadata needs a dict 'smoke_parameters'"
 
 
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """One results folder for every notebook's smoke-scale grids in this test session (chapter 9 reads what
+    chapters 4-7 ran; each notebook still runs whatever it finds missing)."""
+    return tmp_path_factory.mktemp("smoke_results")
+
+
 @pytest.mark.parametrize("path", NOTEBOOK_PARAMS)
-def test_notebook_runs_at_smoke_scale(path, tmp_path):
+def test_notebook_runs_at_smoke_scale(path, tmp_path, smoke_results):
     papermill = pytest.importorskip("papermill")
     pytest.importorskip("nbval")
 
@@ -120,7 +127,7 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path):
         f"--nbval-cell-timeout={CELL_TIMEOUT_S}", "-p", "no:cacheprovider", "-o", "addopts=",
         f"--rootdir={tmp_path}", "--color=no", "-q", str(copy),
     ]
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", SEA_SMOKE_RESULTS=str(smoke_results))
     try:
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=NOTEBOOK_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
