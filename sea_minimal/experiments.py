@@ -41,6 +41,15 @@ SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}
 PAPER = {"length": 50, "steps": 200}
 
 
+def scale_note(scale: str) -> str:
+    """One line saying what a scale means, printed above every results table."""
+    return {"smoke": f"smoke scale: {SMOKE['prompts']} prompts, {SMOKE['length']} tokens, {SMOKE['steps']} SEA "
+                     "iterations (a test of the code, not a result)",
+            "book": "book scale: the 40 listed AdvBench prompts, 32 tokens, 30 SEA iterations, 4 chains, on a CPU",
+            "paper": f"paper scale: all 520 AdvBench prompts, {PAPER['length']} tokens, {PAPER['steps']} SEA "
+                     "iterations, 4 chains"}[scale]
+
+
 def grid_spec(experiment: str) -> dict:
     """The parsed YAML of an experiment's book-scale grid."""
     if experiment not in EXPERIMENTS:
@@ -153,3 +162,16 @@ def load_experiment(grid: Grid):
     df.attrs["label_order"] = [m.label for m in grid.methods]
     df.attrs["expected_per_label"] = len(expected) // max(len(grid.methods), 1)
     return df
+
+
+def prepare(names, scale: str = "book", compute: str = "if-empty", progress: bool = True, **overrides):
+    """What every experiment chapter starts with: the named grids at ``scale`` (with ``overrides``), their missing
+    items run according to ``compute`` (see ``ensure_results``), and a coverage table (records / expected per grid).
+    Returns ``(grids, coverage_frame)``."""
+    import pandas as pd
+
+    grids = {name: experiment_grid(name, scale, **overrides) for name in names}
+    cov = {name: ensure_results(grid, compute=compute, progress=progress) for name, grid in grids.items()}
+    frame = pd.DataFrame([{"grid": grids[n].name, "results file": Path(grids[n].results).name, "records": c["done"],
+                           "expected": c["expected"]} for n, c in cov.items()]).set_index("grid")
+    return grids, frame

@@ -14,7 +14,7 @@ def test_every_grid_parses_at_every_scale(name, tmp_path):
     paper = experiments.experiment_grid(name, "paper", results_dir=tmp_path)
     assert [m.label for m in smoke.methods] == [m.label for m in book.methods] == [m.label for m in paper.methods]
     assert len(smoke.dataset["ids"]) == 2
-    assert ("ids" in paper.dataset) == (name == "tune")  # tuning stays on its held-out prompts
+    assert ("ids" in paper.dataset) == (name in ("tune", "convergence"))  # these keep their listed prompts
     for s, b in zip(smoke.methods, book.methods):
         assert s.params.get("length", 0) <= 8 and s.params.get("steps", 0) <= 2 and s.params.get("n", 0) <= 8
         assert s.config_hash != b.config_hash
@@ -67,3 +67,11 @@ def test_system_prompt_is_part_of_the_key_only_when_set(tmp_path):
     b = experiments.experiment_grid("sea", "book", results_dir=tmp_path, system_prompt="")
     assert a.system_prompt is None and b.system_prompt == ""
     assert not {m.config_hash for m in a.methods} & {m.config_hash for m in b.methods}
+
+
+def test_prepare_reads_without_running_and_notes_every_scale(tmp_path):
+    grids, cov = experiments.prepare(("sea", "prefill"), "smoke", compute="never", results_dir=tmp_path)
+    assert set(grids) == {"sea", "prefill"} and cov["records"].tolist() == [0, 0]
+    assert cov.loc["advbench_sea-smoke", "expected"] == 2 * len(grids["sea"].methods)
+    for scale in experiments.SCALES:
+        assert scale in experiments.scale_note(scale)
