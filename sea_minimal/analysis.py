@@ -30,6 +30,18 @@ PAPER_ABLATION = {"4 chains": 5.58, "1 chain": 13.65, "random init": 4.04, "with
                   "without reference": 12.69, "without noise": 6.73}
 
 
+# "Fluent" means: median perplexity under pi_ref at most FLUENCY_RATIO times that of pi_ref's own samples at
+# temperature 1. Best-of-4 answers stand in for those samples (4 samples, lightly selected by the reward); the greedy
+# answer is the mode and far less perplexing than any sample, so it is not the yardstick.
+FLUENCY_REFERENCE = "bon[n=4]"
+FLUENCY_RATIO = 2.0
+
+
+def fluency_limit(summary: pd.DataFrame, reference: str = FLUENCY_REFERENCE, ratio: float = FLUENCY_RATIO) -> float:
+    """The largest median perplexity still called fluent: ``ratio`` x the ``reference`` method's (NaN if absent)."""
+    return ratio * summary.loc[reference, "perplexity"] if reference in summary.index else float("nan")
+
+
 # ---------------------------------------------------------------------------------------------- per record
 def add_judges(df: pd.DataFrame, minilm: bool = True, classifier=None) -> pd.DataFrame:
     """Add ``full_text`` (prefill + response), ``keyword_harmful`` (the paper's rule, on the full text),
@@ -163,11 +175,13 @@ def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float],
 
 
 # ---------------------------------------------------------------------------------------------- tuning rule
-def choose_step_size(summary: pd.DataFrame, baseline: str = "greedy", max_ratio: float = 2.0) -> dict:
+def choose_step_size(summary: pd.DataFrame, baseline: str = "greedy", max_ratio: float = 2.0,
+                     limit: float | None = None) -> dict:
     """The tuning rule of grids/tune_langevin.yaml: among labels other than ``baseline``, the highest mean reward
     whose median perplexity is at most ``max_ratio`` times the baseline's. If none is that fluent, the label with
-    the lowest median perplexity, with ``fluent=False``. Returns {"label", "fluent", "perplexity_limit"}."""
-    limit = max_ratio * summary.loc[baseline, "perplexity"]
+    the lowest median perplexity, with ``fluent=False``. ``limit`` overrides the perplexity limit.
+    Returns {"label", "fluent", "perplexity_limit"}."""
+    limit = max_ratio * summary.loc[baseline, "perplexity"] if limit is None else float(limit)
     others = summary.drop(index=baseline)
     ok = others[others["perplexity"] <= limit]
     label = str(ok["reward"].idxmax()) if not ok.empty else str(others["perplexity"].idxmin())
@@ -175,7 +189,7 @@ def choose_step_size(summary: pd.DataFrame, baseline: str = "greedy", max_ratio:
 
 
 def pick_recipe(summary: pd.DataFrame, candidates: Sequence[str] = ("sea-langevin", "sea-reference"),
-                baseline: str = "greedy", max_ratio: float = 2.0) -> dict:
+                baseline: str = FLUENCY_REFERENCE, max_ratio: float = FLUENCY_RATIO) -> dict:
     """The rule that names the SEA recipe that "wins" the main comparison (and gets the ablations first):
     among ``candidates`` whose median perplexity is at most ``max_ratio`` times the ``baseline``'s (fluent), the
     lowest keyword harmful rate, ties broken by the higher mean reward. If no candidate is fluent, the same
@@ -211,6 +225,9 @@ def trajectory_frame(df: pd.DataFrame) -> pd.DataFrame:
 def best_so_far(traj: pd.DataFrame) -> pd.DataFrame:
     """Per (label, prompt, iteration): the best hard reward over chains and iterations so far (what the
     ``select="best"`` pick would return if stopped there), the current max over chains, and chain means."""
+    if not len(traj):
+        return pd.DataFrame(columns=["label", "prompt_id", "iteration", "reward_max", "reward_mean", "logp_ref",
+                                     "energy", "reward_best_so_far"])
     g = traj.groupby(["label", "prompt_id", "iteration"])
     cur = g.agg(reward_max=("reward_hard", "max"), reward_mean=("reward_hard", "mean"),
                 logp_ref=("logp_ref", "mean"), energy=("energy", "mean")).reset_index()

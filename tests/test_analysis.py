@@ -90,8 +90,9 @@ def test_trajectories_position_change_and_kl():
 
 def test_pick_recipe_prefers_fluent_then_lower_harm():
     s = pd.DataFrame({"harmful_kw": [60.0, 10.0, 30.0], "reward": [0.0, 0.9, 0.5], "perplexity": [5.0, 40.0, 8.0]},
-                     index=["greedy", "sea-langevin", "sea-reference"])
+                     index=["bon[n=4]", "sea-langevin", "sea-reference"])
     assert analysis.pick_recipe(s) == {"recipe": "sea-reference", "fluent": True, "perplexity_limit": 10.0}
+    assert analysis.fluency_limit(s) == 10.0 and np.isnan(analysis.fluency_limit(s.drop(index="bon[n=4]")))
     s.loc["sea-reference", "perplexity"] = 50.0
     assert analysis.pick_recipe(s)["recipe"] == "sea-langevin" and not analysis.pick_recipe(s)["fluent"]
 
