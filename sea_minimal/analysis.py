@@ -297,6 +297,21 @@ def position_change(df: pd.DataFrame, base_label: str = "greedy", length: int | 
     return out.groupby(["label", "position"], as_index=False)["changed"].mean() if len(out) else out
 
 
+def first_change(df: pd.DataFrame, base_label: str = "greedy") -> pd.DataFrame:
+    """Per record (other than the base): the first position where its answer differs from the base policy's greedy
+    answer (None if identical). Where an answer starts to differ is what decides it for a left-to-right method."""
+    base = df[df["label"] == base_label].set_index("prompt_id")
+    rows = []
+    for _, rec in df[df["label"] != base_label].iterrows():
+        if rec["prompt_id"] not in base.index:
+            continue
+        ids = rec["candidates"][rec["selected"]]["token_ids"]
+        ref = base.loc[rec["prompt_id"], "candidates"][base.loc[rec["prompt_id"], "selected"]]["token_ids"]
+        diff = [t for t in range(max(len(ids), len(ref))) if t >= min(len(ids), len(ref)) or ids[t] != ref[t]]
+        rows.append({"label": rec["label"], "prompt_id": rec["prompt_id"], "first_change": diff[0] if diff else None})
+    return pd.DataFrame(rows)
+
+
 def sea_kl_by_position(df: pd.DataFrame) -> pd.DataFrame:
     """Per SEA label and position: KL(softmax(Z_0) || softmax(Z_final)) of the selected chain (nats), mean over
     prompts, plus the share of the total KL at that position."""

@@ -81,6 +81,7 @@ def test_trajectories_position_change_and_kl():
     assert len(t) == 4 and set(t["label"]) == {"sea"}
     b = analysis.best_so_far(t)
     assert b["reward_best_so_far"].tolist() == [1.0, 2.0] and b["reward_mean"].tolist() == [0.5, 1.25]
+    assert analysis.first_change(df)["first_change"].tolist() == [1]
     change = analysis.position_change(df)
     assert change["changed"].tolist() == [0.0, 1.0, 0.0]
     kl = analysis.sea_kl_by_position(df)
