@@ -141,6 +141,9 @@ def paired_vs(df: pd.DataFrame, a: str, b: str, column: str) -> dict:
     return out
 
 
+MIN_PROMPTS_FOR_VERDICT = 10  # below this a bootstrap interval over prompts means little (n=1: a single point)
+
+
 def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float], column: str = "keyword_harmful",
                       unit: float = 100.0) -> pd.DataFrame:
     """Does each of the paper's orderings "variant vs ``reference``" hold here?
@@ -149,7 +152,8 @@ def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float],
     (variant - reference), ours from a paired bootstrap over the shared prompts (``column`` x ``unit``, e.g. harmful
     rate in points), and a verdict: "holds" (same sign, CI excludes 0), "same direction, CI includes 0",
     "reversed" (opposite sign, CI excludes 0), "opposite direction, CI includes 0", or "no difference measured"
-    (our estimate and CI are exactly 0)."""
+    (our estimate and CI are exactly 0); with fewer than ``MIN_PROMPTS_FOR_VERDICT`` shared prompts,
+    "too few prompts"."""
     rows = []
     frame = df.assign(**{column: df[column].astype(float) * unit})
     for label, value in paper.items():
@@ -162,7 +166,9 @@ def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float],
         paper_diff = value - paper[reference]
         same = np.sign(d["diff"]) == np.sign(paper_diff)
         excludes = d["low"] > 0 or d["high"] < 0
-        if d["diff"] == 0 and d["low"] == 0 and d["high"] == 0:
+        if d["n"] < MIN_PROMPTS_FOR_VERDICT:
+            verdict = "too few prompts"
+        elif d["diff"] == 0 and d["low"] == 0 and d["high"] == 0:
             verdict = "no difference measured"
         elif same:
             verdict = "holds" if excludes else "same direction, CI includes 0"

@@ -110,6 +110,8 @@ def test_ordering_verdicts():
     assert v.loc["random init", "verdict"] == "reversed"
     assert v.loc["without noise", "verdict"] == "no difference measured"
     assert "without reward" not in v.index
+    one = analysis.ordering_verdicts(pd.DataFrame(rows[:8]), "4 chains", analysis.PAPER_ABLATION)
+    assert set(one["verdict"]) == {"too few prompts"}  # 2 prompts: no verdict
 
 
 def test_without_rewrite_and_last_vs_best():
