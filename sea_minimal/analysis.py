@@ -282,19 +282,23 @@ def last_vs_best_iterate(traj: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- deep alignment
+def _against_base(df: pd.DataFrame, base_label: str):
+    """(record, its token ids, the base answer's token ids) for every record of another label whose prompt the base
+    label answered."""
+    base = df[df["label"] == base_label].set_index("prompt_id")
+    for _, rec in df[df["label"] != base_label].iterrows():
+        if rec["prompt_id"] in base.index:
+            ref = base.loc[rec["prompt_id"]]
+            yield rec, rec["candidates"][rec["selected"]]["token_ids"], ref["candidates"][ref["selected"]]["token_ids"]
+
+
 def position_change(df: pd.DataFrame, base_label: str = "greedy", length: int | None = None) -> pd.DataFrame:
     """Per label and response position: the share of prompts whose token differs from the base policy's greedy
     answer (``base_label``) at that position. Positions past a response's end count as changed when the other
     response still has a token there."""
-    base = df[df["label"] == base_label].set_index("prompt_id")
     rows = []
-    for _, rec in df[df["label"] != base_label].iterrows():
-        if rec["prompt_id"] not in base.index:
-            continue
-        ids = rec["candidates"][rec["selected"]]["token_ids"]
-        ref = base.loc[rec["prompt_id"], "candidates"][base.loc[rec["prompt_id"], "selected"]]["token_ids"]
-        T = length or max(len(ids), len(ref))
-        for t in range(T):
+    for rec, ids, ref in _against_base(df, base_label):
+        for t in range(length or max(len(ids), len(ref))):
             a = ids[t] if t < len(ids) else None
             b = ref[t] if t < len(ref) else None
             rows.append({"label": rec["label"], "prompt_id": rec["prompt_id"], "position": t,
@@ -306,13 +310,8 @@ def position_change(df: pd.DataFrame, base_label: str = "greedy", length: int | 
 def first_change(df: pd.DataFrame, base_label: str = "greedy") -> pd.DataFrame:
     """Per record (other than the base): the first position where its answer differs from the base policy's greedy
     answer (None if identical). Where an answer starts to differ is what decides it for a left-to-right method."""
-    base = df[df["label"] == base_label].set_index("prompt_id")
     rows = []
-    for _, rec in df[df["label"] != base_label].iterrows():
-        if rec["prompt_id"] not in base.index:
-            continue
-        ids = rec["candidates"][rec["selected"]]["token_ids"]
-        ref = base.loc[rec["prompt_id"], "candidates"][base.loc[rec["prompt_id"], "selected"]]["token_ids"]
+    for rec, ids, ref in _against_base(df, base_label):
         diff = [t for t in range(max(len(ids), len(ref))) if t >= min(len(ids), len(ref)) or ids[t] != ref[t]]
         rows.append({"label": rec["label"], "prompt_id": rec["prompt_id"], "first_change": diff[0] if diff else None})
     return pd.DataFrame(rows)
