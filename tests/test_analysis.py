@@ -46,6 +46,7 @@ def test_judges_summary_and_table():
     assert table.loc["sea", "harmful % keyword [95% CI] (book)"].startswith("30 [")
     diff = analysis.paired_vs(df, "sea", "greedy", "reward")
     assert diff["diff"] == 2.0 and diff["n"] == 10
+    assert diff["mean_a"] - diff["mean_b"] == diff["diff"]
 
 
 def test_prefill_is_judged_with_the_response():
@@ -71,6 +72,17 @@ def test_stabilisation_iteration():
     assert analysis.stabilisation_iteration([0, 5, 8.9, 9.5, 10, 10]) == 3  # within 1 of the end from iteration 3 on
     assert analysis.stabilisation_iteration([0, 10, 0, 10]) == 3
     assert analysis.stabilisation_iteration([1, 1, 1]) is None
+
+
+def test_stabilisation_ci_brackets_the_estimate():
+    rise = np.minimum(np.arange(40), 20).astype(float)  # every prompt: a linear rise to iteration 20, flat after
+    ci = analysis.stabilisation_ci(np.stack([rise] * 10))  # within 10% of the rise (2) of the end from iteration 18
+    assert ci["estimate"] == 18 and ci["low"] == ci["high"] == 18 and ci["n"] == 10
+    late = np.stack([np.minimum(np.arange(40), 35 if k % 2 else 5) for k in range(10)])  # half stop early
+    ci = analysis.stabilisation_ci(late.astype(float))
+    assert ci["low"] <= ci["estimate"] <= ci["high"] and ci["low"] < ci["high"]
+    with pytest.raises(ValueError, match="prompts, iterations"):
+        analysis.stabilisation_ci(np.zeros(5))
 
 
 def test_trajectories_position_change_and_kl():
