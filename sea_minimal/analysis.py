@@ -152,6 +152,21 @@ def paired_vs(df: pd.DataFrame, a: str, b: str, column: str) -> dict:
 MIN_PROMPTS_FOR_VERDICT = 10  # below this a bootstrap interval over prompts means little (n=1: a single point)
 
 
+def on_shared_prompts(df: pd.DataFrame, min_prompts: int = MIN_PROMPTS_FOR_VERDICT) -> tuple[pd.DataFrame, list[str]]:
+    """Restrict ``df`` to the prompts that all its labels share, so that a table compares like with like.
+
+    Labels with fewer than ``min_prompts`` prompts are left out first (their names are returned), unless that would
+    leave a single label; a resumable grid that is part-way through then still gives a table on the prompts done."""
+    if not len(df):
+        return df, []
+    counts = df.groupby("label")["prompt_id"].nunique()
+    enough = counts[counts >= min_prompts].index
+    kept = enough if len(enough) > 1 else counts.index
+    out = df[df["label"].isin(kept)]
+    shared = set.intersection(*(set(g["prompt_id"]) for _, g in out.groupby("label")))
+    return out[out["prompt_id"].isin(shared)], [l for l in counts.index if l not in kept]
+
+
 def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float], column: str = "keyword_harmful",
                       unit: float = 100.0) -> pd.DataFrame:
     """Does each of the paper's orderings "variant vs ``reference``" hold here?

@@ -139,3 +139,14 @@ def test_without_rewrite_and_last_vs_best():
                          "reward_hard": [0.1, 0.8, 0.3, 0.2]})
     lb = analysis.last_vs_best_iterate(traj)
     assert lb[["last", "best"]].values.tolist() == [[0.3, 0.8]]
+
+
+def test_on_shared_prompts_compares_like_with_like():
+    rows = [{"label": "full", "prompt_id": p} for p in range(40)] + [{"label": "a", "prompt_id": p} for p in range(12)]
+    rows += [{"label": "b", "prompt_id": p} for p in range(2, 14)] + [{"label": "c", "prompt_id": 0}]
+    out, left = analysis.on_shared_prompts(pd.DataFrame(rows))
+    assert left == ["c"] and sorted(set(out["prompt_id"])) == list(range(2, 12))
+    assert out.groupby("label").size().to_dict() == {"a": 10, "b": 10, "full": 10}
+    few = pd.DataFrame(rows[:40] + rows[-1:])  # no variant has 10 prompts: keep it, on its one prompt
+    out, left = analysis.on_shared_prompts(few)
+    assert left == [] and out.groupby("label").size().to_dict() == {"c": 1, "full": 1}
