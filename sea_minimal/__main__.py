@@ -1,4 +1,5 @@
-"""Command line: ``python -m sea_minimal align "prompt"`` and ``python -m sea_minimal run grid.yaml``.
+"""Command line: ``python -m sea_minimal align "prompt"``, ``python -m sea_minimal run grid.yaml`` and
+``python -m sea_minimal merge target.jsonl part.jsonl`` (folds parallel workers' results files together).
 
 Runs SEA with the bundled defaults (SmolLM2-135M-Instruct, the demo vocabulary reward) and prints the
 initial and final texts; ``--json FILE`` writes the full result (texts, trajectories, config, versions).
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is much faster on a "
                                                  "CPU shared with other jobs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    merge = sub.add_parser("merge", help="fold results files of parallel workers into one",
+                           description="Append to TARGET every record of the PARTS that TARGET lacks (same label, "
+                                       "config hash, prompt id and seed); merging twice adds nothing.")
+    merge.add_argument("target", help="the results file to complete, e.g. results/advbench_ablations.jsonl")
+    merge.add_argument("parts", nargs="+", help="results files written with `run --results`")
     return parser
 
 
@@ -103,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run_grid(args)
+    if args.command == "merge":
+        from .runner import merge_results
+
+        try:
+            added = merge_results(args.target, *args.parts)
+        except (FileNotFoundError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"added {added} records to {args.target}")
+        return 0
     from .models import ModelLoadError, load_policy
     from .rewards import demo_reward
     from .sampler import SEA

@@ -320,6 +320,26 @@ class ResultsFile:
         self.close()
 
 
+def merge_results(target: str | os.PathLike, *parts: str | os.PathLike) -> int:
+    """Append to ``target`` every record of ``parts`` whose key it lacks; returns how many were added.
+
+    One runner holds a results file at a time, so parallel workers each write their own file (``run --results``);
+    this folds them back in. Records already in ``target`` (same label, config hash, prompt and seed) are skipped,
+    so merging twice adds nothing."""
+    added = 0
+    with ResultsFile(target) as out:
+        seen = out.keys()
+        for part in parts:
+            if not Path(part).exists():
+                raise FileNotFoundError(f"No results file {part}. Fix: pass the files that `run --results` wrote.")
+            for rec in read_records(part):
+                if record_key(rec) not in seen:
+                    out.append(rec)
+                    seen.add(record_key(rec))
+                    added += 1
+    return added
+
+
 def _json_default(obj):
     try:
         import torch

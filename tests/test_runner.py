@@ -194,3 +194,21 @@ def test_only_runs_the_matching_methods(tmp_path):
     assert main(["run", str(grid_file), "--only", "bo*", "--quiet"]) == 0
     assert {r["label"] for r in lines(path)} == {"bon"}
     assert main(["run", str(grid_file), "--only", "nothing*", "--quiet"]) == 2
+
+
+def test_parallel_workers_merge_without_duplicates(tmp_path):
+    # Two workers on one grid, each with its own results file (one runner per file), folded back together.
+    main_file, part = tmp_path / "main.jsonl", tmp_path / "part.jsonl"
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text(yaml.safe_dump(tiny_grid(main_file, n_prompts=3)))
+    from sea_minimal.__main__ import main
+
+    assert main(["run", str(grid_file), "--only", "greedy", "--quiet"]) == 0
+    assert main(["run", str(grid_file), "--only", "bon", "--limit", "2", "--results", str(part), "--quiet"]) == 0
+    assert main(["merge", str(main_file), str(part)]) == 0
+    assert runner.merge_results(main_file, part) == 0  # twice adds nothing
+    recs = lines(main_file)
+    assert len(recs) == len({runner.record_key(r) for r in recs}) == 5
+    assert main(["run", str(grid_file), "--quiet"]) == 0  # the grid sees the merged records: only 1 item is left
+    assert len(lines(main_file)) == 6
+    assert main(["merge", str(main_file), str(tmp_path / "missing.jsonl")]) == 2
