@@ -150,3 +150,8 @@ def test_on_shared_prompts_compares_like_with_like():
     few = pd.DataFrame(rows[:40] + rows[-1:])  # no variant has 10 prompts: keep it, on its one prompt
     out, left = analysis.on_shared_prompts(few)
     assert left == [] and out.groupby("label").size().to_dict() == {"c": 1, "full": 1}
+
+
+def test_ablation_frame_relabels_the_recipe_and_its_variants():
+    df = pd.DataFrame({"label": ["sea", "sea/1 chain", "sea-other", "greedy"], "prompt_id": [0, 0, 0, 0]})
+    assert analysis.ablation_frame(df, "sea")["label"].tolist() == ["4 chains", "1 chain"]
