@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--results", metavar="FILE", help="results file (default: the grid's `results:`)")
     run.add_argument("--limit", type=int, help="run at most this many pending items now")
     run.add_argument("--only", metavar="PATTERN", action="append",
-                     help="run only the methods whose label matches this shell pattern, e.g. 'sea-langevin*' "
-                          "(repeatable)")
+                     help="run only the methods whose label matches this pattern: * and ? are wildcards, brackets "
+                          "are literal, e.g. 'sea-langevin*' or 'bon[n=16]@*' (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="only count the items done and pending")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is much faster on a "
                                                  "CPU shared with other jobs)")

@@ -39,11 +39,11 @@ as columns).
 from __future__ import annotations
 
 import fcntl
-import fnmatch
 import hashlib
 import inspect
 import json
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -165,11 +165,19 @@ def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
                 sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), system_prompt=system_prompt, raw=spec)
 
 
+def label_matches(label: str, pattern: str) -> bool:
+    """Shell-style match of a method label, where ``[`` and ``]`` are literal: labels such as ``bon[n=16]@5w``
+    carry their parameters in brackets, so ``bon[n=16]@*`` must select them (not read ``[n=16]`` as a set)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, label, flags=re.DOTALL) is not None
+
+
 def select_methods(grid: Grid, patterns: list[str] | None) -> Grid:
-    """The grid restricted to the methods whose label matches one of the shell ``patterns`` (None: all)."""
+    """The grid restricted to the methods whose label matches one of the shell ``patterns`` (None: all);
+    ``*`` and ``?`` are wildcards, brackets are literal (see :func:`label_matches`)."""
     if not patterns:
         return grid
-    kept = [m for m in grid.methods if any(fnmatch.fnmatchcase(m.label, p) for p in patterns)]
+    kept = [m for m in grid.methods if any(label_matches(m.label, p) for p in patterns)]
     if not kept:
         raise GridError(f"No method label matches {patterns}. Labels: {[m.label for m in grid.methods]}")
     return Grid(**{**grid.__dict__, "methods": kept})

@@ -196,6 +196,14 @@ def test_only_runs_the_matching_methods(tmp_path):
     assert main(["run", str(grid_file), "--only", "nothing*", "--quiet"]) == 2
 
 
+def test_only_patterns_treat_brackets_in_labels_literally():
+    # Labels carry their parameters in brackets: 'bon[n=16]@*' selects them instead of reading [n=16] as a set.
+    assert runner.label_matches("bon[n=16]@5w", "bon[n=16]@*")
+    assert not runner.label_matches("bon[n=16]@5w", "bon[n=4]@*")
+    assert runner.label_matches("bon[n=16]@5w", "bon*") and runner.label_matches("sea-x/1ch", "sea-?/*")
+    assert not runner.label_matches("greedy", "gr.edy")  # regex characters are literal too
+
+
 def test_parallel_workers_merge_without_duplicates(tmp_path):
     # Two workers on one grid, each with its own results file (one runner per file), folded back together.
     main_file, part = tmp_path / "main.jsonl", tmp_path / "part.jsonl"
