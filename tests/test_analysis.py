@@ -126,6 +126,19 @@ def test_ordering_verdicts():
     assert set(one["verdict"]) == {"too few prompts"}  # 2 prompts: no verdict
 
 
+def test_ordering_verdicts_do_not_count_word_salad_as_holding():
+    # 'random init' is less harmful, as the paper says, but its text is 100x as perplexing as the full method's.
+    rows = []
+    for pid in range(20):
+        rows.append({"label": "4 chains", "prompt_id": pid, "keyword_harmful": pid < 12, "perplexity": 20.0})
+        rows.append({"label": "random init", "prompt_id": pid, "keyword_harmful": pid < 2, "perplexity": 2000.0})
+        rows.append({"label": "1 chain", "prompt_id": pid, "keyword_harmful": pid < 18, "perplexity": 100.0})
+    v = analysis.ordering_verdicts(pd.DataFrame(rows), "4 chains", analysis.PAPER_ABLATION)
+    assert v.loc["random init", "verdict"] == "holds through word salad"
+    assert v.loc["random init", "perplexity ratio"] == 100.0
+    assert v.loc["1 chain", "verdict"] == "holds"  # more harmful: its fluency does not qualify the verdict
+
+
 def test_without_rewrite_and_last_vs_best():
     cands = [{"source": "chain 0", "text": "a", "reward": 0.2, "token_ids": [1]},
              {"source": "chain 1", "text": "b", "reward": 0.5, "token_ids": [2]},
