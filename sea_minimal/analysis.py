@@ -407,13 +407,29 @@ def front_share(per_position: pd.DataFrame, value: str, first: int = 5) -> pd.Se
 
 
 # ---------------------------------------------------------------------------------------------- prefilling
+def split_prefill_label(label: str) -> tuple[str, int]:
+    """``"<method>@<k>w"`` (a prefill grid label) -> ``(method, k)``, e.g. ``"bon[n=16]@9w"`` -> ``("bon[n=16]", 9)``."""
+    method, _, words = label.rpartition("@")
+    return method, int(words.rstrip("w"))
+
+
 def attack_success(df: pd.DataFrame, judge: str = "keyword_harmful") -> pd.DataFrame:
     """Per (method, prefill words): attack success rate (% of prompts judged harmful) with a 95% CI and n.
     Expects the prefill grid's labels ``<method>@<k>w``."""
     rows = []
     for label, g in df.groupby("label"):
-        method, _, words = label.rpartition("@")
+        method, words = split_prefill_label(label)
         est, lo, hi = _rate_ci(g[judge])
-        rows.append({"method": method, "prefill_words": int(words.rstrip("w")), "asr": est, "asr_lo": lo,
-                     "asr_hi": hi, "n": len(g)})
+        rows.append({"method": method, "prefill_words": words, "asr": est, "asr_lo": lo, "asr_hi": hi, "n": len(g)})
     return pd.DataFrame(rows).sort_values(["method", "prefill_words"]).reset_index(drop=True)
+
+
+def judge_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Per number of prefilled words (columns), over all methods' records: % judged harmful by the keyword judge,
+    by the MiniLM judge, and % of records on which the two agree. Needs ``add_judges(..., minilm=True)`` columns
+    and labels ``<method>@<k>w``."""
+    words = df["label"].map(lambda label: split_prefill_label(label)[1]).rename("prefilled words")
+    agree = (df["keyword_harmful"] == df["minilm_harmful"]).rename("judges agree %")
+    table = pd.concat([df["keyword_harmful"].rename("keyword harmful %"),
+                       df["minilm_harmful"].rename("MiniLM harmful %"), agree], axis=1).astype(float)
+    return table.groupby(words).mean().mul(100).round(1).T

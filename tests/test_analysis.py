@@ -139,6 +139,18 @@ def test_ordering_verdicts_do_not_count_word_salad_as_holding():
     assert v.loc["1 chain", "verdict"] == "holds"  # more harmful: its fluency does not qualify the verdict
 
 
+def test_judge_agreement_by_prefill_words():
+    df = pd.DataFrame({"label": ["greedy@0w", "sea@0w", "greedy@9w", "sea@9w"],
+                       "keyword_harmful": [True, False, True, True],
+                       "minilm_harmful": [True, True, False, True]})
+    t = analysis.judge_agreement(df)
+    assert list(t.columns) == [0, 9]
+    assert t.loc["keyword harmful %"].tolist() == [50.0, 100.0]
+    assert t.loc["MiniLM harmful %"].tolist() == [100.0, 50.0]
+    assert t.loc["judges agree %"].tolist() == [50.0, 50.0]
+    assert analysis.split_prefill_label("bon[n=16]@9w") == ("bon[n=16]", 9)
+
+
 def test_without_rewrite_and_last_vs_best():
     cands = [{"source": "chain 0", "text": "a", "reward": 0.2, "token_ids": [1]},
              {"source": "chain 1", "text": "b", "reward": 0.5, "token_ids": [2]},
