@@ -10,6 +10,9 @@ Common conventions
   token (``policy.special_ids``: end-of-turn, chat markers, EOS), like an ordinary ``generate``; the stop
   token is not part of the response. Special tokens are banned at the first position, so no response is
   empty (``min_new_tokens=1``).
+* ``fixed_length=True`` puts a method on SEA's response space instead: no stop, exactly ``length`` tokens, special
+  tokens banned at every position (next-token distributions renormalised over the allowed tokens). The chapter on
+  the exact optimum uses it, so that every method's answers live where pi* does.
 * Rewards are computed on the one-hot response tokens through ``reward.for_prompt(prompt_ids)`` (the same
   scorer SEA uses for its hard reward). Responses of different lengths are scored in groups of equal length.
 * ``compute`` comes from a :class:`~sea_minimal.compute.ComputeMeter` that watches the policy model and the
@@ -44,7 +47,8 @@ SCORE_BUDGET = 2**25  # one-hot elements per reward call (128 MiB in float32)
 class _Context:
     """Per-prompt state shared by the baselines: prompt ids and cache, scorer, meter, generator."""
 
-    def __init__(self, policy: Policy, reward: Reward, prompt, seed: int, meter: ComputeMeter):
+    def __init__(self, policy: Policy, reward: Reward, prompt, seed: int, meter: ComputeMeter,
+                 fixed_length: bool = False):
         if reward is None:
             raise ValueError("The baselines need a reward. Fix: pass a Reward (e.g. sea_minimal.demo_reward(policy)).")
         reward.check_vocab(policy.vocab_size)
@@ -53,7 +57,9 @@ class _Context:
         self.cache = encode_prompt(policy.model, self.prompt_ids)
         self.scorer = reward.for_prompt(self.prompt_ids)
         self.generator = torch.Generator(device=policy.device).manual_seed(int(seed))
-        self.stop_ids = list(policy.special_ids)
+        # fixed_length: SEA's response space (exactly ``length`` tokens, special tokens banned everywhere)
+        self.stop_ids = [] if fixed_length else list(policy.special_ids)
+        self.banned_ids = list(policy.special_ids) if fixed_length else []
 
     @torch.no_grad()
     def score(self, responses: list[list[int]]) -> list[float]:
@@ -84,7 +90,8 @@ def _check_length(length: int) -> int:
 
 
 def _greedy_ids(ctx: _Context, length: int) -> list[int]:
-    samples = decode(ctx.policy.model, ctx.cache, 1, length, None, temperature=0.0, stop_ids=ctx.stop_ids)
+    samples = decode(ctx.policy.model, ctx.cache, 1, length, None, temperature=0.0, stop_ids=ctx.stop_ids,
+                     banned_ids=ctx.banned_ids)
     return samples.ids(0)
 
 
@@ -92,8 +99,10 @@ def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: d
     """Run ``body(ctx) -> (candidates, selected, extra)`` under a ComputeMeter and build the SEAResult."""
     start = time.perf_counter()
     reward_model = getattr(reward, "model", None)
+    if config.get("fixed_length") is False:
+        config = {k: v for k, v in config.items() if k != "fixed_length"}  # the default: records as before
     with ComputeMeter(policy.model, reward_model, device=policy.device) as meter:
-        ctx = _Context(policy, reward, prompt, seed, meter)
+        ctx = _Context(policy, reward, prompt, seed, meter, fixed_length=bool(config.get("fixed_length")))
         candidates, selected, extra = body(ctx)
     compute = meter.compute.to_dict()
     wall = time.perf_counter() - start
@@ -130,7 +139,8 @@ def _argmax(values: list[float]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- methods
-def greedy(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = DEFAULT_LENGTH) -> SEAResult:
+def greedy(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = DEFAULT_LENGTH,
+           fixed_length: bool = False) -> SEAResult:
     """The base policy's greedy answer (the "SFT" row of the paper's tables)."""
     _check_length(length)
 
@@ -139,26 +149,30 @@ def greedy(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = 
         r = ctx.score([ids])[0]
         return [_candidate("greedy", ids, r)], 0, {"initial": (ids, r)}
 
-    return _run("greedy", policy, reward, prompt, seed, {"length": length}, body)
+    return _run("greedy", policy, reward, prompt, seed, {"length": length, "fixed_length": fixed_length}, body)
 
 
 def sampled(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = DEFAULT_LENGTH,
-            temperature: float = 1.0, top_k: int = 50, initial: bool = True) -> SEAResult:
+            temperature: float = 1.0, top_k: int = 50, initial: bool = True, fixed_length: bool = False) -> SEAResult:
     """One sample of the base policy (temperature 1.0, top-k 50 by default)."""
     _check_length(length)
 
     def body(ctx):
-        s = decode(policy.model, ctx.cache, 1, length, ctx.generator, temperature, top_k, ctx.stop_ids)
+        s = decode(policy.model, ctx.cache, 1, length, ctx.generator, temperature, top_k, ctx.stop_ids,
+                   banned_ids=ctx.banned_ids)
         ids = s.ids(0)
         return [_candidate("sample 0", ids, ctx.score([ids])[0])], 0, {}
 
-    config = {"length": length, "temperature": temperature, "top_k": top_k}
+    config = {"length": length, "temperature": temperature, "top_k": top_k, "fixed_length": fixed_length}
     return _run("sampled", policy, reward, prompt, seed, config, body, initial)
 
 
 def best_of_n(policy: Policy, reward: Reward, prompt, seed: int = 0, n: int = 16, temperature: float = 1.0,
-              top_k: int = 50, length: int = DEFAULT_LENGTH, batch_size: int = 16, initial: bool = True) -> SEAResult:
-    """Best-of-N: N samples of the base policy (batched, ``batch_size`` rows at a time), keep the max reward."""
+              top_k: int = 50, length: int = DEFAULT_LENGTH, batch_size: int = 16, initial: bool = True,
+              fixed_length: bool = False) -> SEAResult:
+    """Best-of-N: N samples of the base policy (batched, ``batch_size`` rows at a time), keep the max reward.
+
+    ``top_k=0`` and ``fixed_length=True`` draw exact samples of pi_ref on SEA's response space."""
     _check_length(length)
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
@@ -167,18 +181,19 @@ def best_of_n(policy: Policy, reward: Reward, prompt, seed: int = 0, n: int = 16
         responses = []
         for start in range(0, n, batch_size):
             s = decode(policy.model, ctx.cache, min(batch_size, n - start), length, ctx.generator, temperature,
-                       top_k, ctx.stop_ids)
+                       top_k, ctx.stop_ids, banned_ids=ctx.banned_ids)
             responses += [s.ids(i) for i in range(s.tokens.shape[0])]
         rewards = ctx.score(responses)
         cands = [_candidate(f"sample {i}", ids, r) for i, (ids, r) in enumerate(zip(responses, rewards))]
         return cands, _argmax(rewards), {}
 
-    config = {"n": n, "temperature": temperature, "top_k": top_k, "length": length, "batch_size": batch_size}
+    config = {"n": n, "temperature": temperature, "top_k": top_k, "length": length, "batch_size": batch_size,
+              "fixed_length": fixed_length}
     return _run("best_of_n", policy, reward, prompt, seed, config, body, initial)
 
 
 def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, top_k: int = 50,
-         length: int = DEFAULT_LENGTH, initial: bool = True) -> SEAResult:
+         length: int = DEFAULT_LENGTH, initial: bool = True, fixed_length: bool = False) -> SEAResult:
     """ARGS (Khanov et al. 2024), greedy: at each position pick, among the top-k next tokens v of pi_ref,
     the one maximising log pi_ref(v | x, y_<t) + w r(x, y_<t v).
 
@@ -201,7 +216,11 @@ def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, 
         ids: list[int] = []
         current = None  # reward of ids
         traj = {"logp": [], "reward": [], "score": []}
+        banned = list(ctx.banned_ids)
         for t in range(length):
+            if banned:  # SEA's response space: the next-token distribution renormalised over allowed tokens
+                logits = logits.float().clone()
+                logits[banned] = float("-inf")
             logp = torch.log_softmax(logits.float(), -1)
             if t == 0 and stop:
                 logp = logp.clone()
@@ -236,13 +255,13 @@ def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, 
             logits = out.logits[0, -1]
         return [_candidate("args", ids, current)], 0, {"trajectory": traj, "iterations": len(traj["score"])}
 
-    config = {"w": w, "top_k": top_k, "length": length}
+    config = {"w": w, "top_k": top_k, "length": length, "fixed_length": fixed_length}
     return _run("args", policy, reward, prompt, seed, config, body, initial)
 
 
 def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int = 1, successors: int = 4,
         chunk_length: int = 32, length: int = DEFAULT_LENGTH, temperature: float = 1.0, top_k: int = 50,
-        initial: bool = True) -> SEAResult:
+        initial: bool = True, fixed_length: bool = False) -> SEAResult:
     """Chunk-level beam search (Zhou et al. 2024, "weak-to-strong search"): from each of ``beam_width`` beams
     sample ``successors`` continuations of ``chunk_length`` tokens, keep the ``beam_width`` partial responses
     with the highest reward, repeat until ``length`` tokens (or every kept beam has stopped).
@@ -270,7 +289,7 @@ def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int =
                 steps = min(chunk_length, length - len(ids))
                 more = len(ids) + steps < length
                 s = decode(policy.model, cache, successors, steps, ctx.generator, temperature, top_k, ctx.stop_ids,
-                           ban_stop_first=not ids, keep_cache=more)
+                           ban_stop_first=not ids, keep_cache=more, banned_ids=ctx.banned_ids)
                 for i in range(successors):
                     ext = ids + s.ids(i)
                     finished = bool(s.stopped[i]) or len(ext) >= length
@@ -285,7 +304,7 @@ def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int =
         return cands, 0, {"trajectory": traj, "iterations": rounds}
 
     config = {"beam_width": beam_width, "successors": successors, "chunk_length": chunk_length, "length": length,
-              "temperature": temperature, "top_k": top_k}
+              "temperature": temperature, "top_k": top_k, "fixed_length": fixed_length}
     return _run("cbs", policy, reward, prompt, seed, config, body, initial)
 
 

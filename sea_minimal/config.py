@@ -1,4 +1,4 @@
-"""The sampler's configuration: one dataclass, two recipes, every ablation a field."""
+"""The sampler's configuration: one dataclass, three recipes, every ablation a field."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-RECIPES = ("langevin", "reference")
+RECIPES = ("langevin", "reference", "dlp")
 
 # The released code's transient-noise schedule: (first iteration that uses the next entry, std).
 REFERENCE_NOISE_SCHEDULE = ((50, 0.1), (100, 0.05), (150, 0.01), (200, 0.001))
@@ -18,8 +18,10 @@ class SEAConfig:
 
     Shared fields
     -------------
-    * recipe: ``"langevin"`` (the paper: Langevin steps on U = -log pi_ref - alpha r, straight-through tokens)
-      or ``"reference"`` (the released code: Adam on a detached COLD-style fluency loss plus a soft reward).
+    * recipe: ``"langevin"`` (the paper: Langevin steps on U = -log pi_ref - alpha r, straight-through tokens),
+      ``"reference"`` (the released code: Adam on a detached COLD-style fluency loss plus a soft reward) or
+      ``"dlp"`` (discrete Langevin proposal with a Metropolis-Hastings correction on the same U and the same
+      one-hot gradient: a chain whose stationary distribution is exactly pi* ∝ exp(-U)).
     * num_chains: C, chains optimised in one batch (paper: 4).
     * length: T, response tokens; fixed, special tokens masked inside the span (released code: 50).
     * steps: iterations (released code: 200).
@@ -47,6 +49,17 @@ class SEAConfig:
       notebook 02 shows this and uses step_size=100 with noise_scale=0.01.
     * noise_scale: multiplies the Langevin noise (1 = exact Langevin; 0 = gradient descent).
     * st_tau: temperature of the straight-through backward pass, softmax(Z / tau).
+
+    ``dlp`` fields (Zhang, Liu and Liu, "A Langevin-like Sampler for Discrete Distributions", ICML 2022)
+    -------------------------------------------------------------------------------------------------------
+    The state is a hard response y. With g = dU/d onehot(y) (one forward + backward), every position proposes
+    y'_t ~ softmax_v(-(g_tv - g_t,y_t) / 2 - [v != y_t] / dlp_step), in parallel; the move is accepted with the
+    MH probability min(1, exp(U(y) - U(y')) q(y|y') / q(y'|y)). Uses ``alpha`` as the langevin recipe does.
+
+    * dlp_step: the proposal's step size (larger: more positions change per proposal, fewer accepted).
+    * mh_correction: False drops the accept/reject step (the unadjusted sampler, DULA: biased).
+    * ``use_noise=False``: each position takes the proposal's most likely token and the move is kept only if it
+      lowers U (a deterministic descent, the analogue of the langevin recipe without noise).
 
     ``reference`` fields
     --------------------
@@ -90,6 +103,9 @@ class SEAConfig:
     patience: int = 100
     rewrite: bool = False
     track_soft_reward: bool = True
+    # dlp
+    dlp_step: float = 0.5
+    mh_correction: bool = True
 
     def __post_init__(self):
         problems = []
@@ -102,7 +118,7 @@ class SEAConfig:
         for name in ("num_chains", "length", "steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)!r} (must be a positive integer)")
-        for name in ("step_size", "lr", "st_tau", "reward_temp", "init_temp", "init_sample_temp"):
+        for name in ("step_size", "lr", "st_tau", "reward_temp", "init_temp", "init_sample_temp", "dlp_step"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name}={getattr(self, name)!r} (must be > 0)")
         if self.noise_scale < 0:
@@ -119,6 +135,11 @@ class SEAConfig:
     def released_code(cls, **overrides) -> "SEAConfig":
         """The authors' released code: Adam, detached fluency, top-k masks, best iterate, rewrite step."""
         return replace(cls(recipe="reference", select="best", rewrite=True), **overrides)
+
+    @classmethod
+    def exact_mcmc(cls, **overrides) -> "SEAConfig":
+        """The MH-corrected recipe: discrete Langevin proposals on U, accepted or rejected (targets pi* exactly)."""
+        return replace(cls(recipe="dlp"), **overrides)
 
     def replace(self, **overrides) -> "SEAConfig":
         return replace(self, **overrides)

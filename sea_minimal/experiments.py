@@ -35,6 +35,8 @@ EXPERIMENTS = {  # experiment name -> grid file in grids/
     "prefill": "advbench_prefill.yaml",
     "convergence": "advbench_convergence.yaml",
     "tune": "tune_langevin.yaml",
+    "exact": "exact_pi_star.yaml",
+    "tune_exact": "tune_exact_pi_star.yaml",
 }
 COMPUTE_MODES = ("if-empty", "missing", "never")
 SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}
@@ -162,6 +164,19 @@ def load_experiment(grid: Grid):
     df.attrs["label_order"] = [m.label for m in grid.methods]
     df.attrs["expected_per_label"] = len(expected) // max(len(grid.methods), 1)
     return df
+
+
+def load_experiment_records(grid: Grid) -> list[dict]:
+    """The raw records (dicts, file order) of exactly this grid: its methods, prompts and seeds, first copy of a key."""
+    expected, seen, out = expected_keys(grid), set(), []
+    if not Path(grid.results).exists():
+        return out
+    for rec in read_records(grid.results):
+        key = record_key(rec)
+        if key in expected and key not in seen:
+            seen.add(key)
+            out.append(rec)
+    return out
 
 
 def prepare(names, scale: str = "book", compute: str = "if-empty", progress: bool = True, **overrides):

@@ -85,9 +85,50 @@ def next_token_logits(model: torch.nn.Module, prompt: PromptCache, tokens: torch
     return torch.cat([first, rest], dim=1)
 
 
-def sequence_logprob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log pi(y|x) summed over positions: sum_t sum_v y_tv log_softmax(logits_t)_v. [C, T, V] x2 -> [C]."""
+def sequence_logprob(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log pi(y|x) summed over positions: sum_t sum_v y_tv log_softmax(logits_t + mask)_v. [C, T, V] x2 -> [C].
+
+    ``mask`` [V] (0 for allowed tokens, a large negative number for forbidden ones) renormalises every next-token
+    distribution over the allowed tokens: the log-likelihood on SEA's response space (exactly T tokens, no
+    special token), under which :func:`sample_response_space` is exact ancestral sampling.
+    """
+    if mask is not None:
+        logits = logits + mask
     return (tokens * F.log_softmax(logits, dim=-1)).sum(dim=(-1, -2))
+
+
+def special_mask(vocab_size: int, banned_ids, device=None, value: float = -1e10) -> torch.Tensor:
+    """The additive mask [V] float32 of SEA's response space: ``value`` at ``banned_ids``, 0 elsewhere."""
+    mask = torch.zeros(vocab_size, device=device)
+    if banned_ids:
+        mask[list(banned_ids)] = value
+    return mask
+
+
+@torch.no_grad()
+def sample_response_space(model: torch.nn.Module, prompt: PromptCache, num: int, length: int,
+                          generator: torch.Generator | None, banned_ids=(), temperature: float = 1.0,
+                          batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ancestral samples of pi(. | x) on SEA's response space: exactly ``length`` tokens, none in ``banned_ids``.
+
+    Each next-token distribution is renormalised over the allowed tokens (the ``mask`` of
+    :func:`sequence_logprob`), so the samples follow p(y|x) = prod_t softmax(logits_t + mask)[y_t] exactly
+    (at ``temperature`` 1). Returns tokens [num, length] long and their log-probabilities [num] float32 under
+    that masked distribution at temperature 1 (nats). Rows are drawn ``batch_size`` at a time.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+    vocab = prompt.next_logits.shape[-1]
+    mask = special_mask(vocab, banned_ids, prompt.next_logits.device)
+    all_tokens, all_logp = [], []
+    for start in range(0, num, batch_size):
+        rows = min(batch_size, num - start)
+        s = decode(model, prompt, rows, length, generator, temperature=temperature, banned_ids=banned_ids,
+                   return_logits=True)
+        logp = F.log_softmax(s.logits + mask, -1).gather(-1, s.tokens[..., None]).squeeze(-1).sum(-1)
+        all_tokens.append(s.tokens)
+        all_logp.append(logp)
+    return torch.cat(all_tokens), torch.cat(all_logp)
 
 
 def relax(z: torch.Tensor, tau: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,14 +177,15 @@ class Samples:
 @torch.no_grad()
 def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, generator: torch.Generator | None,
            temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, ban_stop_first: bool = True,
-           keep_cache: bool = False, return_logits: bool = False) -> Samples:
+           keep_cache: bool = False, return_logits: bool = False, banned_ids=()) -> Samples:
     """Batched sampling (``temperature > 0``, optional top-k) or greedy decoding (``temperature == 0``).
 
     The prompt's KV cache is reused for all ``num`` rows; decoding ends as soon as every row has hit a stop token.
     ``keep_cache`` returns the KV cache so that a row can be continued later (chunk-level beam search); the
     model runs one token per row per step, and with ``keep_cache`` the last sampled token is run too (its
     logits start the next chunk). ``return_logits`` keeps the untempered logits that scored each position
-    (the teacher-forced logits of the sampled sequence). Randomness comes from ``generator`` only.
+    (the teacher-forced logits of the sampled sequence). ``banned_ids`` are never emitted, at any position (SEA's
+    fixed-length response space: pass them instead of ``stop_ids``). Randomness comes from ``generator`` only.
     """
     from transformers import DynamicCache
 
@@ -158,6 +200,10 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
     stop_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
     if stop.numel():
         stop_mask[stop] = True
+    banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+    if len(banned_ids):
+        banned[torch.as_tensor(list(banned_ids), dtype=torch.long, device=device)] = True
+    any_banned = bool(banned.any())
     stopped = torch.zeros(num, dtype=torch.bool, device=device)
     lengths = torch.zeros(num, dtype=torch.long, device=device)
     tokens, all_logits = [], []
@@ -168,6 +214,8 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
         scores = logits.float()
         if t == 0 and ban_stop_first and stop.numel():
             scores = scores.masked_fill(stop_mask, float("-inf"))
+        if any_banned:
+            scores = scores.masked_fill(banned, float("-inf"))
         if temperature == 0:
             tok = scores.argmax(-1)
         else:

@@ -20,8 +20,12 @@ Method = Callable[..., SEAResult]
 
 
 def sea(policy: Policy, reward: Reward, prompt: str, seed: int, recipe: str = "langevin", **params) -> SEAResult:
-    """SEA with ``SEAConfig.paper`` (recipe "langevin") or ``SEAConfig.released_code`` (recipe "reference") defaults."""
-    factory = SEAConfig.paper if recipe == "langevin" else SEAConfig.released_code
+    """SEA with ``SEAConfig.paper`` (recipe "langevin"), ``SEAConfig.released_code`` (recipe "reference") or
+    ``SEAConfig.exact_mcmc`` (recipe "dlp", the MH-corrected sampler) defaults."""
+    factories = {"langevin": SEAConfig.paper, "reference": SEAConfig.released_code, "dlp": SEAConfig.exact_mcmc}
+    if recipe not in factories:
+        raise ValueError(f"recipe={recipe!r} (choose one of {sorted(factories)})")
+    factory = factories[recipe]
     config = factory(seed=seed, **params)
     return SEA(policy, reward, config).run([prompt], progress=False)[0]
 
@@ -44,7 +48,9 @@ def get_method(name: str) -> Method:
 def _register_baselines() -> None:
     from .baselines import BASELINES
 
-    for name, fn in BASELINES.items():
+    from .contrast import pi_star
+
+    for name, fn in {**BASELINES, "pi_star": pi_star}.items():
         METHODS.setdefault(name, fn)
 
 

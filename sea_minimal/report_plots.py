@@ -124,3 +124,56 @@ def plot_attack_success(asr: pd.DataFrame):
                xticks=sorted(asr["prefill_words"].unique()), title="prefilling attack")
         ax.legend(fontsize=8)
     return fig
+
+
+# One colour per method family for the exact-optimum chapter: Best-of-N as one ramp by N, each SEA recipe its own.
+def method_color(label: str):
+    """A fixed colour per method family (greedy, pi_ref / Best-of-N by N, ARGS, CBS, each SEA recipe, pi*)."""
+    import seaborn as sns
+
+    base = sns.color_palette("colorblind", 10)
+    ramp = sns.color_palette("Greens", 6)[1:]
+    if label.startswith("pi*"):
+        return (0.0, 0.0, 0.0)
+    if label == "pi_ref":
+        return ramp[0]
+    if label.startswith("BoN-"):
+        n = int(label.split("-")[1])
+        return ramp[min(int(np.log(n) / np.log(4)), len(ramp) - 1)]
+    families = {"greedy": base[7], "args": base[1], "cbs": base[4], "sea-langevin": base[0], "sea-reference": base[3],
+                "sea-dlp": base[8]}
+    for name, color in families.items():
+        if label.startswith(name):
+            return color
+    return base[9]
+
+
+def plot_distance_to_optimum(summary: pd.DataFrame, floors: Mapping[str, float] | None = None):
+    """Left: W1 distance to pi* (nats, 95% CI over prompts) against forward+backward tokens per prompt (log scale);
+    dashed lines: the exact sampler's own distance with as many samples (``floors``: label -> value). Right: the
+    refused rate (%, 95% CI) against the same cost, with pi*'s rate as a band. ``summary`` is indexed by label
+    (``sea_minimal.optimum_analysis.summary``)."""
+    with _style():
+        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4), layout="constrained")
+        rows = summary[~summary.index.str.startswith("pi*")]
+        for label, s in rows.iterrows():
+            chains = label.endswith("chains")
+            kw = dict(fmt="s" if chains else "o", capsize=3, color=method_color(label), label=label,
+                      mfc="white" if chains else None)
+            if np.isfinite(s.w1):
+                axes[0].errorbar(s.compute_tokens, s.w1, yerr=_err(rows.loc[[label]], "w1"), **kw)
+            axes[1].errorbar(s.compute_tokens, s["refused_%"], yerr=_err(rows.loc[[label]], "refused_%"), **kw)
+        for name, value in (floors or {}).items():
+            axes[0].axhline(value, color="black", ls="--", lw=0.8)
+            axes[0].annotate(name, (axes[0].get_xlim()[0], value), fontsize=7, va="bottom")
+        if "pi*" in summary.index:
+            s = summary.loc["pi*"]
+            axes[1].axhspan(s["refused_lo"], s["refused_hi"], color="black", alpha=0.12, lw=0)
+            axes[1].axhline(s["refused_%"], color="black", lw=1, label=r"$\pi^*$ (exact samples)")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xlabel("forward + backward tokens per prompt")
+        axes[0].set(ylabel=r"$W_1$ to $\pi^*$ of $\log\pi^*(y\mid x)$ (nats)", title=r"distance to the optimum")
+        axes[1].set(ylabel="refused (%)", ylim=(-3, 103), title="refusal rate")
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig

@@ -6,7 +6,7 @@ Grid file (see ``grids/smoke.yaml``)::
     policy: smollm2-135m-instruct     # bundled name, local folder, HF id, or tiny-random (tests)
     system_prompt: null               # optional: null keeps the chat template's default; "" = an empty system
                                       # message (the paper's setting for Llama); part of every config hash when set
-    reward: demo                      # demo | harmlessness | linear (tiny-random) | <HF id or folder>
+    reward: demo                      # demo | harmlessness | contrast-refusal | linear (tiny-random) | <HF id or folder>
     dataset: {name: advbench, first: 2}   # or ids: [...], or subset: {n: 50, seed: 0};
                                           # or {name: inline, prompts: [...]}
     seeds: [0]
@@ -236,6 +236,10 @@ def make_reward(name: str, policy):
         return demo_reward(policy)
     if name == "linear":
         return VocabReward(torch.linspace(-1.0, 1.0, policy.vocab_size, device=policy.device), reduce="mean")
+    if name == "contrast-refusal":  # r_c = log pi_ref(y | refusal turns + x) - log pi_ref(y | x), exact pi* known
+        from .contrast import ContrastReward
+
+        return ContrastReward(policy)
     if name == "harmlessness":
         try:
             from .reward_model import load_harmlessness_reward
@@ -372,9 +376,13 @@ def _keyword_judge():
     return getattr(judges, "keyword_is_harmful", None)
 
 
-def record_metrics(policy, prompt, result, judge=None, prefill: str = "") -> dict:
+def record_metrics(policy, prompt, result, judge=None, prefill: str = "", reward=None) -> dict:
     """Metrics of the selected response: reward, log pi_ref (sum, per token), length, diversity, keyword judge
-    (of ``prefill + text``: what the user reads under a prefilling attack)."""
+    (of ``prefill + text``: what the user reads under a prefilling attack).
+
+    With the contrast reward (exact optimum known) also, for every candidate, log pi_ref(y|x) and log pi_ref(y|x+)
+    on the response space (``optimum_log_pi_ref`` / ``optimum_log_pi_steered``, lists in candidate order): at
+    alpha = 1 the second is the exact log pi*(y|x)."""
     from .metrics import diversity, response_length, response_logprob
 
     cand = result.candidates[result.selected]
@@ -386,6 +394,12 @@ def record_metrics(policy, prompt, result, judge=None, prefill: str = "") -> dic
            "length_words": length["words"], "diversity": diversity(result.text)}
     if judge is not None:
         out["keyword_harmful"] = bool(judge(prefill + result.text))
+    from .contrast import ContrastReward, score_responses
+
+    if isinstance(reward, ContrastReward):
+        ids = [c["token_ids"] for c in result.candidates]
+        scores = score_responses(reward, policy.encode_prompt(prompt), ids)
+        out["optimum_log_pi_ref"], out["optimum_log_pi_steered"] = scores.log_pi_ref.tolist(), scores.log_pi_steered.tolist()
     return out
 
 
@@ -449,7 +463,7 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
                 "candidates": res.candidates, "initial_texts": res.initial_texts,
                 "initial_rewards": res.initial_rewards, "iterations": res.iterations,
                 "trajectory": res.trajectory, "kl_per_position": res.kl_per_position,
-                "metrics": record_metrics(policy, prompt, res, judge, prefill), "compute": res.compute,
+                "metrics": record_metrics(policy, prompt, res, judge, prefill, reward), "compute": res.compute,
                 "wall_time": time.perf_counter() - start, "versions": res.versions, "device": res.device,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }

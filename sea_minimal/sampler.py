@@ -1,6 +1,6 @@
 """SEA: optimise a response as continuous per-position logits Z [C, T, V].
 
-Two recipes share everything but the update (``SEAConfig.recipe``):
+Three recipes share everything but the update (``SEAConfig.recipe``):
 
 * ``langevin`` (the paper): tokens are the straight-through relaxation of Z (forward one-hot argmax,
   backward softmax(Z / tau)); U = -(log pi_ref(y|x) + alpha r(x, y)); the gradient of log pi_ref flows
@@ -9,6 +9,9 @@ Two recipes share everything but the update (``SEAConfig.recipe``):
   -w_r r(softmax(Z~ / t_r)) + w_f mean_t sum_v softmax(Z~_t)_v (-log p_ref(v | y_<t)) with p_ref detached and
   computed on the argmax of Z~ inside the reference model's top-k, Z~ = Z + transient noise; decoding inside
   the top-k; best iterate per chain by hard reward; optional rewrite by the base model.
+* ``dlp``: the state is a hard response y; the one-hot gradient of the same U proposes a change at every position
+  at once (discrete Langevin proposal), and a Metropolis-Hastings test accepts or rejects it, so the chain's
+  stationary distribution is exactly pi* ∝ exp(-U) on the response space.
 
 The prompt is encoded once per prompt (its KV cache serves every iteration and chain), the C chains run
 as one batch, and Z, noise, softmax and log-probabilities are float32 whatever the model's dtype.
@@ -39,7 +42,7 @@ REWRITE_INSTRUCTION = (
     "keeping its intent. Reply with the rewritten response only.\n\nRequest: {prompt}\n\nResponse: {response}"
 )
 
-TRAJECTORY_KEYS = ("energy", "logp_ref", "reward_soft", "reward_hard", "kl_init", "noise", "wall_time")
+TRAJECTORY_KEYS = ("energy", "logp_ref", "reward_soft", "reward_hard", "kl_init", "noise", "accept", "wall_time")
 
 
 def library_versions() -> dict:
@@ -58,8 +61,11 @@ class SEAResult:
     ``trajectory[key]`` is a list over iterations of a list over chains, for the keys in TRAJECTORY_KEYS:
     energy (the quantity minimised: U for ``langevin``, the loss for ``reference``), logp_ref (log pi_ref of the
     hard tokens that were fed forward, nats), reward_soft / reward_hard (reward of the relaxed / decoded
-    response), kl_init (mean over positions of KL(softmax(Z_0) || softmax(Z)), nats), noise (the noise std used),
-    wall_time (seconds since the start of the prompt).
+    response), kl_init (mean over positions of KL(softmax(Z_0) || softmax(Z)), nats), noise (the noise std used;
+    for ``dlp`` the share of positions its proposal changed), accept (``dlp``: 1 if the MH step accepted the move,
+    else 0; NaN for the other recipes), wall_time (seconds since the start of the prompt). For ``dlp`` the
+    quantities are those of the state after the iteration's accept/reject step, and log pi_ref is always on the
+    response space (see ``SEA._energy_terms``).
     """
 
     prompt: str | list[int]
@@ -164,7 +170,8 @@ class SEA:
 
     def _check_finite(self, it: int, *tensors: torch.Tensor) -> None:
         if not all(torch.isfinite(t).all() for t in tensors):
-            knob = f"step_size (now {self.config.step_size})" if self.config.recipe == "langevin" else f"lr (now {self.config.lr})"
+            knob = {"langevin": f"step_size (now {self.config.step_size})", "reference": f"lr (now {self.config.lr})",
+                    "dlp": f"alpha (now {self.config.alpha})"}[self.config.recipe]
             raise FloatingPointError(
                 f"SEA diverged at iteration {it}: the logits or the energy became NaN/inf. "
                 f"Fix: lower {knob}, or alpha / the reward weights."
@@ -197,7 +204,8 @@ class SEA:
         last_improvement = 0
 
         z = z0.clone().requires_grad_(True)
-        step = self._langevin_iteration if cfg.recipe == "langevin" else self._reference_iteration
+        step = {"langevin": self._langevin_iteration, "reference": self._reference_iteration,
+                "dlp": self._dlp_iteration}[cfg.recipe]
         state = {"optimizer": torch.optim.Adam([z], lr=cfg.lr)} if cfg.recipe == "reference" else {}
         it = -1
         for it in range(cfg.steps):
@@ -241,24 +249,41 @@ class SEA:
             iterations=it + 1, method=f"sea-{cfg.recipe}",
         )
 
-    def _langevin_iteration(self, it, z, cache, scorer, generator, state):
-        cfg, V = self.config, self.policy.vocab_size
-        tokens, soft = relax(z + self.mask, cfg.st_tau)  # forward: one-hot argmax; backward: softmax(Z / tau)
-        ids = soft.detach().argmax(-1)
-        if self._shares_backbone and cfg.use_reference and cfg.use_reward:
+    def _energy_terms(self, cache: PromptCache, scorer, tokens: torch.Tensor):
+        """U = -log pi_ref(y|x) - alpha r(x, y) of tokens [C, T, V] (one-hot or straight-through), with its parts.
+
+        log pi_ref is on the response space (next-token distributions renormalised over the allowed tokens, the
+        ones the sampler can emit). A term switched off (``use_reference`` / ``use_reward``) is still computed for
+        the trajectory, without a graph. Returns (energy [C], logp [C], reward [C]).
+        """
+        cfg, model = self.config, self.policy.model
+        parts = getattr(scorer, "parts", None)  # the contrast reward: its log pi_ref(y|x) is the energy's own
+        if (parts is not None and cfg.use_reference and cfg.use_reward and getattr(scorer, "mask", None) is not None
+                and torch.equal(scorer.mask, self.mask) and getattr(self.reward, "model", None) is model):
+            self._meter.count_reward(tokens.shape[0])
+            lp_steered, logp = parts(tokens)
+            reward = lp_steered - logp
+        elif self._shares_backbone and cfg.use_reference and cfg.use_reward:
             logp, reward = self._joint_logp_and_reward(cache, tokens)
-        elif cfg.use_reference:
-            logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens), tokens)
         else:
-            with torch.no_grad():  # tracked for the trajectory, kept out of the energy
-                logp = sequence_logprob(next_token_logits(self.policy.model, cache, tokens.detach()), tokens.detach())
-        if not (self._shares_backbone and cfg.use_reference and cfg.use_reward):
+            if cfg.use_reference:
+                logp = sequence_logprob(next_token_logits(model, cache, tokens), tokens, self.mask)
+            else:
+                with torch.no_grad():  # tracked for the trajectory, kept out of the energy
+                    logp = sequence_logprob(next_token_logits(model, cache, tokens.detach()), tokens.detach(), self.mask)
             reward = self._score(scorer, tokens) if cfg.use_reward else self._score(scorer, tokens.detach()).detach()
         energy = torch.zeros_like(reward)
         if cfg.use_reference:
             energy = energy - logp
         if cfg.use_reward:
             energy = energy - cfg.alpha * reward
+        return energy, logp, reward
+
+    def _langevin_iteration(self, it, z, cache, scorer, generator, state):
+        cfg = self.config
+        tokens, soft = relax(z + self.mask, cfg.st_tau)  # forward: one-hot argmax; backward: softmax(Z / tau)
+        ids = soft.detach().argmax(-1)
+        energy, logp, reward = self._energy_terms(cache, scorer, tokens)
         if energy.requires_grad:
             (grad,) = torch.autograd.grad(energy.sum(), z)
         else:
@@ -270,8 +295,70 @@ class SEA:
             reward_soft = self._score(scorer, soft) if cfg.track_soft_reward else torch.full_like(reward, float("nan"))
         stats = {"energy": energy.detach(), "logp_ref": logp.detach(), "reward_hard": reward.detach(),
                  "reward_soft": reward_soft.detach(), "ids": ids,
-                 "noise": torch.full_like(reward, math.sqrt(2 * cfg.step_size) * noise)}
+                 "noise": torch.full_like(reward, math.sqrt(2 * cfg.step_size) * noise),
+                 "accept": torch.full_like(reward, float("nan"))}
         return new_z.requires_grad_(True), stats
+
+    # ------------------------------------------------------------------ the MH-corrected recipe
+    def _dlp_evaluate(self, cache: PromptCache, scorer, ids: torch.Tensor) -> dict:
+        """Energy, its parts and the one-hot gradient g = dU / d onehot(y) [C, T, V] at hard responses ids [C, T]."""
+        tokens = one_hot(ids, self.policy.vocab_size).requires_grad_(True)
+        energy, logp, reward = self._energy_terms(cache, scorer, tokens)
+        if energy.requires_grad:
+            (grad,) = torch.autograd.grad(energy.sum(), tokens)
+        else:
+            grad = torch.zeros_like(tokens)
+        return {"ids": ids, "energy": energy.detach(), "logp": logp.detach(), "reward": reward.detach(),
+                "grad": grad.detach()}
+
+    def _dlp_proposal(self, grad: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [C, T, V] of the discrete Langevin proposal from ids [C, T] (positions independent).
+
+        q(y'_t = v | y) ∝ exp(-(g_tv - g_t,y_t) / 2 - ||e_v - e_y_t||^2 / (2 dlp_step)); the squared distance of two
+        different one-hot vectors is 2, so a change costs 1 / dlp_step. Forbidden tokens are never proposed.
+        """
+        current = grad.gather(-1, ids[..., None])
+        stay = one_hot(ids, grad.shape[-1])
+        logits = -0.5 * (grad - current) - (1.0 - stay) / self.config.dlp_step + self.mask
+        return F.log_softmax(logits, -1)
+
+    def _dlp_iteration(self, it, z, cache, scorer, generator, state):
+        cfg = self.config
+        if "current" not in state:  # the chain starts at argmax(Z_0): the pi_ref samples with init_keep_sample
+            state["current"] = self._dlp_evaluate(cache, scorer, (z.detach() + self.mask).argmax(-1))
+            state["z0"] = z.detach()
+        cur = state["current"]
+        log_q = self._dlp_proposal(cur["grad"], cur["ids"])
+        C, T, V = log_q.shape
+        if cfg.use_noise:
+            proposal = torch.multinomial(log_q.exp().view(C * T, V), 1, generator=generator).view(C, T)
+        else:
+            proposal = log_q.argmax(-1)
+        new = self._dlp_evaluate(cache, scorer, proposal)
+        moved = (proposal != cur["ids"]).float().mean(-1)  # share of positions the proposal changes
+        if not cfg.use_noise:
+            accept = new["energy"] < cur["energy"]
+        elif cfg.mh_correction:
+            log_q_back = self._dlp_proposal(new["grad"], proposal)
+            forward = log_q.gather(-1, proposal[..., None]).squeeze(-1).sum(-1)
+            backward = log_q_back.gather(-1, cur["ids"][..., None]).squeeze(-1).sum(-1)
+            log_ratio = cur["energy"] - new["energy"] + backward - forward
+            u = torch.rand(C, generator=generator, device=log_ratio.device)
+            accept = torch.log(u) < log_ratio
+        else:
+            accept = torch.ones(C, dtype=torch.bool, device=proposal.device)
+        self._check_finite(it, new["energy"])
+        state["current"] = cur = {k: torch.where(accept.view(-1, *([1] * (new[k].dim() - 1))), new[k], cur[k])
+                                  for k in new}
+        with torch.no_grad():  # Z for the trajectory's KL: Z_0, with each changed token lifted above its row's max
+            z0 = state["z0"]
+            lifted = z0.scatter(-1, cur["ids"][..., None], z0.max(-1, keepdim=True).values + cfg.init_margin)
+            moved_from_start = cur["ids"] != (z0 + self.mask).argmax(-1)
+            z_state = torch.where(moved_from_start[..., None], lifted, z0)
+        stats = {"energy": cur["energy"], "logp_ref": cur["logp"], "reward_hard": cur["reward"],
+                 "reward_soft": torch.full_like(cur["energy"], float("nan")), "ids": cur["ids"],
+                 "noise": moved, "accept": accept.float()}
+        return z_state.requires_grad_(True), stats
 
     def _joint_logp_and_reward(self, cache: PromptCache, tokens: torch.Tensor):
         """log pi_ref(y|x) and r(x, y) from ONE forward, for a reward head on the policy's own backbone.
@@ -288,7 +375,7 @@ class SEA:
         out = forward_embeds(model, cache, embeds, hidden=True)
         logits = torch.cat([cache.next_logits.expand(tokens.shape[0], 1, -1), out.logits[:, : T - 1].float()], dim=1)
         self._meter.count_reward(tokens.shape[0])
-        return sequence_logprob(logits, tokens), self.reward.score_hidden(out.hidden_states[-1])
+        return sequence_logprob(logits, tokens, self.mask), self.reward.score_hidden(out.hidden_states[-1])
 
     def _reference_iteration(self, it, z, cache, scorer, generator, state):
         cfg, V = self.config, self.policy.vocab_size
@@ -324,7 +411,8 @@ class SEA:
                 raise FloatingPointError(f"SEA diverged at iteration {it} ({err}). Fix: lower lr (now {cfg.lr}).") from None
         self._check_finite(it, z.detach())
         stats = {"energy": loss.detach(), "logp_ref": logp, "reward_hard": reward_hard,
-                 "reward_soft": reward_soft.detach(), "ids": ids, "noise": torch.full_like(logp, std)}
+                 "reward_soft": reward_soft.detach(), "ids": ids, "noise": torch.full_like(logp, std),
+                 "accept": torch.full_like(logp, float("nan"))}
         return z, stats
 
     @torch.no_grad()

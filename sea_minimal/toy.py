@@ -433,6 +433,7 @@ def toy_sea_config(world: ToyWorld, recipe: str, alpha: float, num_chains: int, 
     """A :class:`~sea_minimal.config.SEAConfig` for the toy world.
 
     ``langevin``: the paper's recipe with the given alpha (the same alpha as the exact pi*).
+    ``dlp``: the MH-corrected recipe (``SEAConfig.exact_mcmc``) with the given alpha, chains started at pi_ref samples.
     ``reference``: ``SEAConfig.released_code`` with the reward weight set so that its effective alpha matches:
     the released loss is -w_r r + w_f * mean_t(-log p_ref), i.e. alpha_eff = w_r T / w_f, so
     w_r = alpha w_f / T. Also: top-k clamped to V (the sampler would fail for k > V), early stopping off
@@ -448,8 +449,10 @@ def toy_sea_config(world: ToyWorld, recipe: str, alpha: float, num_chains: int, 
         cfg = SEAConfig.released_code(
             reward_weight=alpha * fluency_weight / world.length, fluency_weight=fluency_weight,
             topk=min(overrides.pop("topk", 10), world.vocab_size), patience=NO_EARLY_STOP, rewrite=False, **base)
+    elif recipe == "dlp":
+        cfg = SEAConfig.exact_mcmc(alpha=alpha, init_keep_sample=True, track_soft_reward=False, **base)
     else:
-        raise ValueError(f"recipe must be 'langevin' or 'reference', got {recipe!r}")
+        raise ValueError(f"recipe must be 'langevin', 'reference' or 'dlp', got {recipe!r}")
     return cfg.replace(**overrides)
 
 
@@ -463,8 +466,8 @@ def sea_samples(world: ToyWorld, config: SEAConfig, steps, progress: bool = Fals
 
     Returns:
         A dict keyed by s in ``steps``; each value is a dict with ``token_ids`` (LongTensor [C, T]),
-        ``rewards`` (float64 [C], the hard reward of each chain's final response), ``wall_time`` (seconds) and
-        ``iterations`` (iterations run).
+        ``rewards`` (float64 [C], the hard reward of each chain's final response), ``wall_time`` (seconds),
+        ``iterations`` (iterations run) and ``cost_tokens`` (forward + backward tokens through pi_ref, all chains).
     """
     out = {}
     for s in steps:
@@ -473,7 +476,8 @@ def sea_samples(world: ToyWorld, config: SEAConfig, steps, progress: bool = Fals
         chains = result.candidates[: cfg.num_chains]
         ids = torch.tensor([c["token_ids"] for c in chains], dtype=torch.long)
         out[int(s)] = {"token_ids": ids, "rewards": world.rewards[world.index_of(ids)],
-                       "wall_time": result.wall_time, "iterations": result.iterations}
+                       "wall_time": result.wall_time, "iterations": result.iterations,
+                       "cost_tokens": result.compute["forward_tokens"] + result.compute["backward_tokens"]}
     return out
 
 
