@@ -12,9 +12,11 @@ from .rewards import HFClassifierReward, Reward, VocabMismatchError, VocabReward
 from .sampler import SEA, SEAResult, align, langevin_step  # noqa: E402
 from .methods import METHODS, get_method  # noqa: E402
 from .reward_model import BackboneReward, load_harmlessness_reward, load_hf_reward  # noqa: E402
+from .contrast import ContrastReward  # noqa: E402
 
 __all__ = [
     "SEA", "SEAConfig", "SEAResult", "align", "langevin_step", "load_policy", "Policy", "BUNDLED_MODELS",
     "DEFAULT_MODEL", "ModelLoadError", "Reward", "VocabReward", "HFClassifierReward", "VocabMismatchError",
     "demo_reward", "METHODS", "get_method", "BackboneReward", "load_harmlessness_reward", "load_hf_reward",
+    "ContrastReward",
 ]

@@ -31,6 +31,9 @@ class SEAConfig:
       likely token after the sampled prefix, not the sampled token itself (as in the released code).
     * init_keep_sample: lift each sampled token's logit to ``init_margin`` above the largest one, so that
       argmax(Z_0) is exactly the pi_ref sample (off by default, as in the released code).
+    * init_fixed_length: draw the initial samples on the response space (exactly T tokens, special tokens banned:
+      exact pi_ref samples there) instead of the released code's init, which stops a sample at its first special
+      token and pads the rest with random logits (so argmax(Z_0) ends in random tokens). Off by default.
     * use_reward / use_reference: ablations "without reward" / "without reference".
     * use_noise: ablation "without noise".
     * mask_special: forbid EOS and chat-marker tokens inside the response span.
@@ -57,6 +60,9 @@ class SEAConfig:
     MH probability min(1, exp(U(y) - U(y')) q(y|y') / q(y'|y)). Uses ``alpha`` as the langevin recipe does.
 
     * dlp_step: the proposal's step size (larger: more positions change per proposal, fewer accepted).
+    * dlp_block: positions that may change per proposal: 0 = all T at once (the original DLP); k > 0 = a block of k
+      positions drawn uniformly at random each iteration, independently of the state, so the MH test stays exact
+      (the others keep their token). Smaller blocks let a larger step be accepted on long responses.
     * mh_correction: False drops the accept/reject step (the unadjusted sampler, DULA: biased).
     * ``use_noise=False``: each position takes the proposal's most likely token and the move is kept only if it
       lowers U (a deterministic descent, the analogue of the langevin recipe without noise).
@@ -82,6 +88,7 @@ class SEAConfig:
     init_temp: float = 5.0
     init_keep_sample: bool = False
     init_margin: float = 1.0
+    init_fixed_length: bool = False
     use_reward: bool = True
     use_reference: bool = True
     use_noise: bool = True
@@ -105,6 +112,7 @@ class SEAConfig:
     track_soft_reward: bool = True
     # dlp
     dlp_step: float = 0.5
+    dlp_block: int = 0
     mh_correction: bool = True
 
     def __post_init__(self):
@@ -121,6 +129,8 @@ class SEAConfig:
         for name in ("step_size", "lr", "st_tau", "reward_temp", "init_temp", "init_sample_temp", "dlp_step"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name}={getattr(self, name)!r} (must be > 0)")
+        if not isinstance(self.dlp_block, int) or self.dlp_block < 0:
+            problems.append(f"dlp_block={self.dlp_block!r} (must be 0, for all positions, or a positive integer)")
         if self.noise_scale < 0:
             problems.append(f"noise_scale={self.noise_scale} (must be >= 0)")
         if problems:

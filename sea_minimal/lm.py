@@ -240,14 +240,15 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
 
 
 def sample_tokens(model: torch.nn.Module, prompt: PromptCache, num: int, length: int, generator: torch.Generator,
-                  temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None):
+                  temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, banned_ids=()):
     """Fixed-length view of :func:`decode` (the call SEA's policy initialisation makes).
 
     Returns tokens [num, length] (0 after a row stops), logits [num, length, V] float32 (0 after decoding ended)
-    and stopped [num, length] bool (True from a row's stop token on).
+    and stopped [num, length] bool (True from a row's stop token on). With ``banned_ids`` (and no ``stop_ids``)
+    every row runs the full length on the response space.
     """
     s = decode(model, prompt, num, length, generator, temperature=temperature, top_k=top_k, stop_ids=stop_ids,
-               return_logits=True)
+               return_logits=True, banned_ids=banned_ids)
     run = s.tokens.shape[1]
     tokens = torch.zeros(num, length, dtype=torch.long, device=s.tokens.device)
     tokens[:, :run] = s.tokens

@@ -158,8 +158,12 @@ class SEA:
         shape = (cfg.num_chains, cfg.length, V)
         if cfg.init == "random":
             return torch.randn(shape, generator=generator, device=self.policy.device)
+        if cfg.init_fixed_length:  # exact pi_ref samples on the response space (no stop, special tokens banned)
+            stops, banned = [], (self.policy.special_ids if cfg.mask_special else [])
+        else:  # the released code: stop at a special token, pad the rest with random logits (below)
+            stops, banned = self.policy.special_ids, []
         tokens, logits, stopped = sample_tokens(self.policy.model, prompt, cfg.num_chains, cfg.length, generator,
-                                                temperature=cfg.init_sample_temp, stop_ids=self.policy.special_ids)
+                                                temperature=cfg.init_sample_temp, stop_ids=stops, banned_ids=banned)
         z0 = logits / cfg.init_temp
         if cfg.init_keep_sample:  # lift each sampled token just above the best logit, so argmax(Z_0) = the sample
             top = z0.max(-1, keepdim=True).values
@@ -311,16 +315,28 @@ class SEA:
         return {"ids": ids, "energy": energy.detach(), "logp": logp.detach(), "reward": reward.detach(),
                 "grad": grad.detach()}
 
-    def _dlp_proposal(self, grad: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _dlp_proposal(self, grad: torch.Tensor, ids: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probabilities [C, T, V] of the discrete Langevin proposal from ids [C, T] (positions independent).
 
         q(y'_t = v | y) ∝ exp(-(g_tv - g_t,y_t) / 2 - ||e_v - e_y_t||^2 / (2 dlp_step)); the squared distance of two
         different one-hot vectors is 2, so a change costs 1 / dlp_step. Forbidden tokens are never proposed.
+        Positions where ``frozen`` [C, T] is True keep their token with probability 1 (outside the block).
         """
         current = grad.gather(-1, ids[..., None])
         stay = one_hot(ids, grad.shape[-1])
         logits = -0.5 * (grad - current) - (1.0 - stay) / self.config.dlp_step + self.mask
+        if frozen is not None:
+            logits = torch.where(frozen[..., None], torch.where(stay.bool(), 0.0, MASK_VALUE), logits)
         return F.log_softmax(logits, -1)
+
+    def _dlp_block(self, shape, generator: torch.Generator, device) -> torch.Tensor | None:
+        """The positions outside this iteration's block, [C, T] bool (None: every position may change)."""
+        C, T = shape
+        k = self.config.dlp_block
+        if not k or k >= T:
+            return None
+        order = torch.rand((C, T), generator=generator, device=device).argsort(-1)
+        return torch.ones((C, T), dtype=torch.bool, device=device).scatter(-1, order[:, :k], False)
 
     def _dlp_iteration(self, it, z, cache, scorer, generator, state):
         cfg = self.config
@@ -328,7 +344,8 @@ class SEA:
             state["current"] = self._dlp_evaluate(cache, scorer, (z.detach() + self.mask).argmax(-1))
             state["z0"] = z.detach()
         cur = state["current"]
-        log_q = self._dlp_proposal(cur["grad"], cur["ids"])
+        frozen = self._dlp_block(cur["ids"].shape, generator, cur["ids"].device)
+        log_q = self._dlp_proposal(cur["grad"], cur["ids"], frozen)
         C, T, V = log_q.shape
         if cfg.use_noise:
             proposal = torch.multinomial(log_q.exp().view(C * T, V), 1, generator=generator).view(C, T)
@@ -339,7 +356,7 @@ class SEA:
         if not cfg.use_noise:
             accept = new["energy"] < cur["energy"]
         elif cfg.mh_correction:
-            log_q_back = self._dlp_proposal(new["grad"], proposal)
+            log_q_back = self._dlp_proposal(new["grad"], proposal, frozen)
             forward = log_q.gather(-1, proposal[..., None]).squeeze(-1).sum(-1)
             backward = log_q_back.gather(-1, cur["ids"][..., None]).squeeze(-1).sum(-1)
             log_ratio = cur["energy"] - new["energy"] + backward - forward

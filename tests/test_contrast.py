@@ -149,12 +149,15 @@ def chains_tv(world, config, alpha):
     return total_variation(empirical_distribution(ids, world.vocab_size), exact_optimal_policy(world, alpha)), res
 
 
-def test_mh_recipe_reaches_the_exact_optimum_on_an_enumerable_toy(world):
+@pytest.mark.parametrize("block", [0, 1])
+def test_mh_recipe_reaches_the_exact_optimum_on_an_enumerable_toy(world, block):
     """2000 independent chains after 150 MH steps: TV to pi* within 1.25x the finite-sample floor of 2000 exact
-    draws. The unadjusted sampler (no MH test) with the same proposal stays far off: the check can fail."""
+    draws, with proposals at every position (block 0) or at one random position (block 1). The unadjusted sampler
+    (no MH test) with the same proposal stays far off: the check can fail."""
     alpha, chains = 5.0, 2000
     floor = sampling_tv_floor(exact_optimal_policy(world, alpha), chains, 20, torch.Generator().manual_seed(0))
-    cfg = toy_sea_config(world, "dlp", alpha=alpha, num_chains=chains, steps=150, seed=0, dlp_step=2.0)
+    cfg = toy_sea_config(world, "dlp", alpha=alpha, num_chains=chains, steps=150, seed=0, dlp_step=2.0,
+                         dlp_block=block)
     tv, res = chains_tv(world, cfg, alpha)
     assert tv < 1.25 * floor, (tv, floor)
     assert 0.05 < np.nanmean(res.trajectory["accept"]) < 0.95
@@ -236,3 +239,21 @@ def test_sample_frame_summary_and_tuning_rule():  # noqa: C901
     assert wasserstein_1d([0.0], [1.0]) == pytest.approx(1.0)
     choice = choose_by_distance(frame, ["sea-dlp chains", "pi_ref"])
     assert choice["label"] == "sea-dlp chains"
+
+
+def test_verdict_rule_names_what_approximates_pi_star():
+    import pandas as pd
+
+    def table(w1_lang, w1_dlp, refused_lang):
+        rows = {"pi*": dict(w1=np.nan, refused_lo=40.0, refused_hi=60.0),
+                "pi* held-out (4)": dict(w1=1.0, refused_lo=30.0, refused_hi=70.0),
+                "sea-langevin chains": dict(w1=w1_lang, refused_lo=refused_lang - 5, refused_hi=refused_lang + 5),
+                "sea-dlp chains": dict(w1=w1_dlp, refused_lo=45.0, refused_hi=55.0)}
+        return pd.DataFrame(rows).T
+
+    from sea_minimal.optimum_analysis import verdict
+
+    assert verdict(table(1.5, 5.0, 50.0))["verdict"] == "reproduced"
+    assert verdict(table(1.5, 1.5, 10.0))["verdict"] == "partly"  # close by W1 but refuses far less: not pi*
+    assert verdict(table(9.0, 1.2, 50.0))["verdict"] == "partly"
+    assert verdict(table(9.0, 9.0, 50.0))["verdict"] == "not reproduced"

@@ -252,3 +252,13 @@ def test_init_keep_sample_starts_from_the_policy_sample(tiny_policy, tiny_reward
     cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=DEVICE))
     tokens, _, _ = sample_tokens(tiny_policy.model, cache, SMALL["num_chains"], SMALL["length"], gen, temperature=0.8)
     assert res.initial_texts == [tiny_policy.decode(t) for t in tokens]
+
+
+def test_init_fixed_length_starts_from_response_space_samples(tiny_policy, tiny_reward):
+    tiny_policy.__dict__["special_ids"] = [9, 10]
+    still = dict(steps=1, use_reward=False, use_reference=False, use_noise=False, num_chains=20, length=8,
+                 init_keep_sample=True)
+    res = run(tiny_policy, tiny_reward, recipe="dlp", init_fixed_length=True, **still)
+    assert res.texts == res.initial_texts  # nothing moved: the chains are their initial samples
+    tokens = [t for c in res.candidates for t in c["token_ids"]]
+    assert len(tokens) == 160 and not any(t in (9, 10) for t in tokens)
