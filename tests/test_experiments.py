@@ -14,7 +14,7 @@ def test_every_grid_parses_at_every_scale(name, tmp_path):
     paper = experiments.experiment_grid(name, "paper", results_dir=tmp_path)
     assert [m.label for m in smoke.methods] == [m.label for m in book.methods] == [m.label for m in paper.methods]
     assert len(smoke.dataset["ids"]) == 2
-    assert ("ids" in paper.dataset) == (name in ("tune", "convergence"))  # these keep their listed prompts
+    assert ("ids" in paper.dataset) == (name in ("tune", "convergence", "tune_exact"))  # these keep their listed prompts
     for s, b in zip(smoke.methods, book.methods):
         assert s.params.get("length", 0) <= 8 and s.params.get("steps", 0) <= 2 and s.params.get("n", 0) <= 8
         assert s.config_hash != b.config_hash
