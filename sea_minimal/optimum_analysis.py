@@ -62,8 +62,9 @@ def sample_frame(records, bon_sizes=BON_SIZES, perplexity_limit: float | None = 
             half = n_cand // 2
             rows += _rows_of(rec, range(half), PI_STAR, all_of_pi_star=True)
             rows += _rows_of(rec, range(half, n_cand), f"{PI_STAR} held-out ({n_cand - half})", all_of_pi_star=True)
-            rows += _rows_of(rec, range(half, half + min(4, n_cand - half)), f"{PI_STAR} held-out (4)")
-            rows += _rows_of(rec, [half], f"{PI_STAR} held-out (1)")
+            for k in sorted({4, 1} - {n_cand - half}, reverse=True):
+                if k < n_cand - half:
+                    rows += _rows_of(rec, range(half, half + k), f"{PI_STAR} held-out ({k})")
         elif method == "best_of_n":
             rewards = [c["reward"] for c in rec["candidates"]]
             rows += _rows_of(rec, range(n_cand), "pi_ref", 1.0 / n_cand)

@@ -23,7 +23,9 @@ def _jupyter_book() -> str:
     exe = Path(sys.executable).with_name("jupyter-book")
     found = str(exe) if exe.exists() else shutil.which("jupyter-book")
     if not found:
-        pytest.skip("jupyter-book is not installed (pip install -e '.[book]')")
+        from conftest import missing_prerequisite
+
+        missing_prerequisite("jupyter-book is not installed (pip install -e '.[book]')")
     return found
 
 
@@ -87,8 +89,10 @@ def test_pages_render_in_chromium(built_book, tmp_path):
         pytest.skip("the build failed (see test_book_builds_without_warnings)")
     script, check = _load_check_script()
     if not check.find_chromium():
-        pytest.skip("no Chromium binary on PATH (chromium, chromium-browser, google-chrome): `make chromium` "
-                    "installs Debian's package")
+        from conftest import missing_prerequisite
+
+        missing_prerequisite("no Chromium binary on PATH (chromium, chromium-browser, google-chrome): `make chromium` "
+                             "installs Debian's package")
     shots = tmp_path / "screenshots"
     cmd = [sys.executable, str(script), str(html), "--screenshots", str(shots)]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)

@@ -5,14 +5,21 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing_prerequisite
 from sea_minimal import data
 
 DATA = data.data_dir()
-needs_data = pytest.mark.skipif(
-    not (DATA / "advbench").is_dir(),
-    reason=f"no data directory at {DATA}: set SEA_DATA_DIR to a folder with advbench/, hh_rlhf/, truthfulqa/, gsm8k/ "
-           "(see each dataset's SOURCE.md)",
-)
+
+
+@pytest.fixture
+def data_folder():
+    if not (DATA / "advbench").is_dir():
+        missing_prerequisite(f"no data directory at {DATA}: set SEA_DATA_DIR to a folder with advbench/, hh_rlhf/, "
+                             "truthfulqa/, gsm8k/ (see each dataset's SOURCE.md)")
+    return DATA
+
+
+needs_data = pytest.mark.usefixtures("data_folder")
 
 
 @needs_data
@@ -83,3 +90,15 @@ def test_env_var_and_argument(tmp_path, monkeypatch):
     monkeypatch.delenv("SEA_DATA_DIR")
     assert data.data_dir() == Path(data.__file__).resolve().parents[1].parent / "shared" / "data"
     assert os.environ.get("SEA_DATA_DIR") is None
+
+
+@needs_data
+def test_do_not_answer_is_disjoint_from_advbench_and_holds_the_context_requests():
+    from sea_minimal.contrast import REFUSAL_TURNS
+
+    rows = data.load_do_not_answer()
+    assert len(rows) == 939 and [r["id"] for r in rows] == list(range(939))
+    advbench = {r["prompt"].strip().lower() for r in data.load_advbench()}
+    assert not any(r["prompt"].strip().lower() in advbench for r in rows)
+    by_prompt = {r["prompt"]: r["id"] for r in rows}
+    assert [by_prompt[q] for q, _ in REFUSAL_TURNS] == [578, 582, 126]  # quoted verbatim, kept out of the tuning ids

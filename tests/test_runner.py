@@ -136,9 +136,12 @@ def test_cli_errors(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (data_dir() / "advbench").is_dir(), reason=f"no AdvBench under {data_dir()} (SEA_DATA_DIR)")
 def test_smoke_grid_cli(tmp_path):
     """grids/smoke.yaml on the bundled model (first prompt: greedy, BoN-2, SEA 2 steps), through the CLI."""
+    if not (data_dir() / "advbench").is_dir():
+        from conftest import missing_prerequisite
+
+        missing_prerequisite(f"no AdvBench under {data_dir()} (set SEA_DATA_DIR)")
     path = tmp_path / "smoke.jsonl"
     out = subprocess.run([sys.executable, "-m", "sea_minimal", "run", str(REPO / "grids" / "smoke.yaml"),
                           "--results", str(path), "--limit", "3", "--quiet"], capture_output=True, text=True,
