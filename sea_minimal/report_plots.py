@@ -162,7 +162,8 @@ def plot_distance_to_optimum(summary: pd.DataFrame, floors: Mapping[str, float] 
                       mfc="white" if chains else None)
             if np.isfinite(s.w1):
                 axes[0].errorbar(s.compute_tokens, s.w1, yerr=_err(rows.loc[[label]], "w1"), **kw)
-            axes[1].errorbar(s.compute_tokens, s["refused_%"], yerr=_err(rows.loc[[label]], "refused_%"), **kw)
+            err = [[s["refused_%"] - s["refused_lo"]], [s["refused_hi"] - s["refused_%"]]]
+            axes[1].errorbar(s.compute_tokens, s["refused_%"], yerr=err, **kw)
         for name, value in (floors or {}).items():
             axes[0].axhline(value, color="black", ls="--", lw=0.8)
             axes[0].annotate(name, (axes[0].get_xlim()[0], value), fontsize=7, va="bottom")
