@@ -7,8 +7,9 @@ samples of pi*.
 
 :func:`sample_frame` turns records into one row per *sample* a method produces:
 
-* ``pi_star``: its n samples; the first half is the reference the others are compared with, the second half gives
-  held-out rows ("pi* held-out") that show what an exact sampler scores with as many samples as a method has;
+* ``pi_star``: its n samples; a random half (drawn per prompt) is the reference the others are compared with, the
+  other half gives held-out rows ("pi* held-out") that show what an exact sampler scores with as many samples as a
+  method has;
 * ``best_of_n`` with n = N_max samples: Best-of-N for every N in ``bon_sizes`` from its first N samples (each is an
   independent Best-of-N run), and "pi_ref" (all samples: each is a Best-of-1 pick);
 * ``sea``: the chains' final answers ("<label> chains": the sampler's own samples) and the selected answer;
@@ -59,12 +60,15 @@ def sample_frame(records, bon_sizes=BON_SIZES, perplexity_limit: float | None = 
                              "run with reward 'contrast-refusal'.")
         method, label, n_cand = rec["method"], rec["label"], len(rec["candidates"])
         if method == "pi_star":
+            # Which samples are the reference is drawn per prompt: the runner seeds every prompt alike, so sample i
+            # of every prompt shares its random numbers, and a fixed split by index would share its luck too.
+            order = np.random.default_rng(int(rec["prompt_id"])).permutation(n_cand).tolist()
             half = n_cand // 2
-            rows += _rows_of(rec, range(half), PI_STAR, all_of_pi_star=True)
-            rows += _rows_of(rec, range(half, n_cand), f"{PI_STAR} held-out ({n_cand - half})", all_of_pi_star=True)
+            rows += _rows_of(rec, order[:half], PI_STAR, all_of_pi_star=True)
+            rows += _rows_of(rec, order[half:], f"{PI_STAR} held-out ({n_cand - half})", all_of_pi_star=True)
             for k in sorted({4, 1} - {n_cand - half}, reverse=True):
                 if k < n_cand - half:
-                    rows += _rows_of(rec, range(half, half + k), f"{PI_STAR} held-out ({k})")
+                    rows += _rows_of(rec, order[half: half + k], f"{PI_STAR} held-out ({k})")
         elif method == "best_of_n":
             rewards = [c["reward"] for c in rec["candidates"]]
             rows += _rows_of(rec, range(n_cand), "pi_ref", 1.0 / n_cand)
@@ -208,6 +212,10 @@ def verdict(table, paper_recipes=("sea-langevin", "sea-reference"), exact_recipe
         outcome_, reason = "partly", ("only the MH-corrected recipe's chains come within "
                                       f"{factor:g}x the exact sampler's distance; the paper's recipes do not")
     else:
-        outcome_, reason = "not reproduced", (f"no recipe's chains come within {factor:g}x the exact sampler's "
-                                              "distance with a matching refusal rate")
+        why = [f"{k.replace(' chains', '')}: " + ("W1 within the limit" if c["close"] else
+                                                  f"W1 {c['w1']:.1f} > {c['w1_limit']:.1f}")
+               + ("" if c["refusal_overlaps"] else f", refused {table.loc[k, 'refused_%']:.1f}% vs pi*'s "
+                                                    f"{star['refused_%']:.1f}% (CIs apart)")
+               for k, c in checks.items()]
+        outcome_, reason = "not reproduced", "no recipe's chains approximate pi* (" + "; ".join(why) + ")"
     return {"verdict": outcome_, "reason": reason, "checks": checks, "floor": floor}

@@ -231,11 +231,14 @@ def test_sample_frame_summary_and_tuning_rule():  # noqa: C901
     assert "BoN-4" not in labels  # only 2 samples: Best-of-N for N <= 2 only (N = 1 is the pi_ref row)
     table = summary(frame).set_index("label")
     assert table.loc["pi_ref", "samples"] == 2 and table.loc["pi_ref", "compute_tokens"] == pytest.approx(32.0)
-    assert table.loc["pi*", "refused_%"] == pytest.approx(100.0)  # the reference half: the 4 refusals
-    assert table.loc["pi* held-out (4)", "complied_%"] == pytest.approx(100.0)
+    # a random half per prompt (seeded by its id) is the reference: together the halves hold the 4 refusals
+    assert table.loc["pi*", "refused_%"] + table.loc["pi* held-out (4)", "refused_%"] == pytest.approx(100.0)
+    order = np.random.default_rng(0).permutation(8)
+    reference = [[-5.0, -6.0, -7.0, -8.0][i % 4] for i in order[:4]]
     assert table.loc["sea-dlp chains", "broken_%"] == pytest.approx(0.0)  # 6 words: not too short
-    # W1 between {-6, -7} and pi*'s reference {-5, -6, -7, -8}: |F - G| integrates to 0.5
-    assert table.loc["sea-dlp chains", "w1"] == pytest.approx(0.5)
+    assert table.loc["sea-dlp chains", "w1"] == pytest.approx(wasserstein_1d([-6.0, -7.0], reference))
+    # W1 between {-6, -7} and {-5, -6, -7, -8}: |F - G| integrates to 0.5
+    assert wasserstein_1d([-6.0, -7.0], [-5.0, -6.0, -7.0, -8.0]) == pytest.approx(0.5)
     assert wasserstein_1d([0.0], [1.0]) == pytest.approx(1.0)
     choice = choose_by_distance(frame, ["sea-dlp chains", "pi_ref"])
     assert choice["label"] == "sea-dlp chains"
