@@ -55,9 +55,9 @@ class SEAConfig:
 
     ``dlp`` fields (Zhang, Liu and Liu, "A Langevin-like Sampler for Discrete Distributions", ICML 2022)
     -------------------------------------------------------------------------------------------------------
-    The state is a hard response y. With g = dU/d onehot(y) (one forward + backward), every position proposes
-    y'_t ~ softmax_v(-(g_tv - g_t,y_t) / 2 - [v != y_t] / dlp_step), in parallel; the move is accepted with the
-    MH probability min(1, exp(U(y) - U(y')) q(y|y') / q(y'|y)). Uses ``alpha`` as the langevin recipe does.
+    The state is a hard response y. With ``g = dU / d onehot(y)`` (one forward + backward), every position proposes
+    ``y'_t ~ softmax_v(-(g_tv - g_t,y_t) / 2 - [v != y_t] / dlp_step)``, in parallel; the move is accepted with the
+    MH probability ``min(1, exp(U(y) - U(y')) q(y | y') / q(y' | y))``. Uses ``alpha`` as the langevin recipe does.
 
     * dlp_step: the proposal's step size (larger: more positions change per proposal, fewer accepted).
     * dlp_block: positions that may change per proposal: 0 = all T at once (the original DLP); k > 0 = a block of k
