@@ -75,8 +75,20 @@ class SEAConfig:
     * topk: the reference model's top-k that constrains the fluency input and the decoding (10).
     * noise_schedule: transient noise std per iteration range, added to Z for the next forward pass only.
     * patience: stop a prompt after this many iterations without a better hard reward in any chain (100).
+    * decode_topk: how a chain's tokens are read from Z each iteration. ``"prefix"`` (the released
+      ``decode_with_model_topk``): left to right, token t is the argmax of Z_t among pi_ref's top-k next tokens
+      given the decoded prefix; it stays in the "without reference" ablation, as in the released scripts.
+      ``"previous"``: the argmax of Z + the top-k mask of the previous iteration's noisy inputs (this project's
+      first implementation; its records keep this value).
     * rewrite: let the base model rewrite each chain's best text; the final pick is then the reward argmax over
       the 2C candidates.
+    * rewrite_prompt: ``"no-question"`` (the released mode A prompt carries only the response) or
+      ``"with-question"`` (the request too, this project's first implementation).
+    * rewrite_tokens: the rewrite's cap in tokens (256: long enough that rewrites of 50-token answers finish; a
+      candidate records ``cut`` when it hits the cap). 0 = the response ``length`` (the first implementation).
+
+    The defaults follow the released scripts for the 1B SFT policy (``noise_schedule`` on); the 1B-base script sets
+    every noise std to 0 (pass ``use_noise=False``).
     """
 
     recipe: str = "langevin"
@@ -109,6 +121,9 @@ class SEAConfig:
     noise_schedule: tuple[tuple[int, float], ...] = REFERENCE_NOISE_SCHEDULE
     patience: int = 100
     rewrite: bool = False
+    decode_topk: str = "prefix"
+    rewrite_prompt: str = "no-question"
+    rewrite_tokens: int = 256
     track_soft_reward: bool = True
     # dlp
     dlp_step: float = 0.5
@@ -129,6 +144,12 @@ class SEAConfig:
         for name in ("step_size", "lr", "st_tau", "reward_temp", "init_temp", "init_sample_temp", "dlp_step"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name}={getattr(self, name)!r} (must be > 0)")
+        if self.decode_topk not in ("prefix", "previous"):
+            problems.append(f"decode_topk={self.decode_topk!r} (choose 'prefix' or 'previous')")
+        if self.rewrite_prompt not in ("no-question", "with-question"):
+            problems.append(f"rewrite_prompt={self.rewrite_prompt!r} (choose 'no-question' or 'with-question')")
+        if not isinstance(self.rewrite_tokens, int) or self.rewrite_tokens < 0:
+            problems.append(f"rewrite_tokens={self.rewrite_tokens!r} (must be 0, for the response length, or more)")
         if not isinstance(self.dlp_block, int) or self.dlp_block < 0:
             problems.append(f"dlp_block={self.dlp_block!r} (must be 0, for all positions, or a positive integer)")
         if self.noise_scale < 0:

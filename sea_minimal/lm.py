@@ -239,6 +239,32 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
                    _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)
 
 
+@torch.no_grad()
+def topk_decode(model: torch.nn.Module, prompt: PromptCache, z: torch.Tensor, k: int,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The released code's ``decode_with_model_topk``: logits z [C, T, V] -> token ids [C, T], left to right.
+
+    Token t is the argmax of z[:, t] among pi_ref's ``k`` most likely next tokens *given the decoded prefix*
+    y_<t, so every decoded token is in pi_ref's top-k after its own prefix. ``mask`` [V] (0 or a large negative
+    value, SEA's response space) is added to pi_ref's logits first, so a banned token is never in the top-k.
+    Runs the model on one token per row per step (T - 1 steps after the cached prompt).
+    """
+    batch, length, vocab = z.shape
+    cache = prompt.expanded(batch)
+    logits = prompt.next_logits.float().expand(batch, -1)
+    out = []
+    for t in range(length):
+        scores = logits + (mask if mask is not None else 0.0)
+        top = scores.topk(min(k, vocab), -1).indices  # [C, k]
+        tok = top.gather(-1, z[:, t].gather(-1, top).argmax(-1, keepdim=True)).squeeze(-1)
+        out.append(tok)
+        if t + 1 < length:
+            pos = torch.full((batch, 1), prompt.length + t, device=z.device)
+            logits = model(input_ids=tok[:, None], position_ids=pos, use_cache=True,
+                           **{cache_kwarg(model): cache}).logits[:, -1].float()
+    return torch.stack(out, 1)
+
+
 def sample_tokens(model: torch.nn.Module, prompt: PromptCache, num: int, length: int, generator: torch.Generator,
                   temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, banned_ids=()):
     """Fixed-length view of :func:`decode` (the call SEA's policy initialisation makes).

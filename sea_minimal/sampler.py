@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .compute import ComputeMeter
 from .config import SEAConfig
 from .lm import (PromptCache, decode, encode_prompt, forward_embeds, next_token_logits, relax, sample_tokens,
-                 sequence_logprob, soft_embeddings)
+                 sequence_logprob, soft_embeddings, topk_decode)
 from .models import Policy
 from .rewards import Reward, one_hot
 
@@ -40,6 +40,13 @@ MASK_VALUE = -1e10  # logit given to forbidden tokens (as in the released code)
 REWRITE_INSTRUCTION = (
     "Rewrite the response below to fix repetitive language and finish any unfinished sentence, "
     "keeping its intent. Reply with the rewritten response only.\n\nRequest: {prompt}\n\nResponse: {response}"
+)
+# The released mode A rewrite (REVISE_PROMPT_NoQ) shows the model the response only, not the request. Its exact
+# wording is not available offline; this follows its description ("rewrite to fix repetitive language and fill in
+# unfinished sentences, keeping the intent").
+REWRITE_INSTRUCTION_NO_QUESTION = (
+    "Please rewrite the following text to fix repetitive language and fill in unfinished sentences, "
+    "keeping its intent.\n\nText: {response}"
 )
 
 TRAJECTORY_KEYS = ("energy", "logp_ref", "reward_soft", "reward_hard", "kl_init", "noise", "accept", "wall_time")
@@ -415,7 +422,10 @@ class SEA:
             loss = loss + cfg.fluency_weight * fluency
             state["topk_mask"] = topk_mask
         with torch.no_grad():
-            ids = (z.detach() + self.mask + (topk_mask if cfg.use_reference else 0.0)).argmax(-1)
+            if cfg.decode_topk == "prefix":  # the released decode_with_model_topk, with or without the reference term
+                ids = topk_decode(self.policy.model, cache, z.detach() + self.mask, cfg.topk, self.mask)
+            else:
+                ids = (z.detach() + self.mask + (topk_mask if cfg.use_reference else 0.0)).argmax(-1)
             reward_hard = self._score(scorer, one_hot(ids, V))
         optimizer = state["optimizer"]
         optimizer.zero_grad(set_to_none=True)
@@ -438,15 +448,20 @@ class SEA:
         policy = self.policy
         if policy.tokenizer is None or not isinstance(prompt, str):
             return []
+        cfg = self.config
+        template = REWRITE_INSTRUCTION_NO_QUESTION if cfg.rewrite_prompt == "no-question" else REWRITE_INSTRUCTION
+        cap = cfg.rewrite_tokens or cfg.length
         out = []
         for cand in candidates:
-            ids = policy.encode_prompt(REWRITE_INSTRUCTION.format(prompt=prompt, response=cand["text"]))
-            samples = decode(policy.model, encode_prompt(policy.model, ids), 1, self.config.length, None,
+            ids = policy.encode_prompt(template.format(prompt=prompt, response=cand["text"]))
+            samples = decode(policy.model, encode_prompt(policy.model, ids), 1, cap, None,
                              temperature=0.0, stop_ids=policy.special_ids)
             keep = torch.tensor(samples.ids(0), dtype=torch.long, device=policy.device)
+            if keep.numel() == 0:  # an empty rewrite cannot be scored: keep nothing for this chain
+                continue
             reward = self._score(scorer, one_hot(keep[None], policy.vocab_size))[0]
             out.append({"source": f"rewrite of {cand['source']}", "token_ids": keep.tolist(),
-                        "text": policy.decode(keep), "reward": float(reward)})
+                        "text": policy.decode(keep), "reward": float(reward), "cut": not bool(samples.stopped[0])})
         return out
 
 

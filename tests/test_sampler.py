@@ -189,7 +189,7 @@ class ForwardLog:
 @pytest.mark.parametrize("recipe", ["langevin", "reference"])
 def test_prompt_encoded_once_and_chains_batched(tiny_policy, tiny_reward, recipe):
     log = ForwardLog(tiny_policy.model)
-    run(tiny_policy, tiny_reward, recipe=recipe, init="random", use_noise=True)
+    run(tiny_policy, tiny_reward, recipe=recipe, init="random", use_noise=True, decode_topk="previous")
     prompt_calls = [c for c in log.calls if c[1] == len(PROMPT)]
     assert len(prompt_calls) == 1  # the prompt goes through the model once per prompt
     loop_calls = log.calls[1:]
@@ -262,3 +262,62 @@ def test_init_fixed_length_starts_from_response_space_samples(tiny_policy, tiny_
     assert res.texts == res.initial_texts  # nothing moved: the chains are their initial samples
     tokens = [t for c in res.candidates for t in c["token_ids"]]
     assert len(tokens) == 160 and not any(t in (9, 10) for t in tokens)
+
+
+def _topk_ranks(policy, prompt_ids, ids, mask=None):
+    """For each position of each row of ids [C, T]: is the token in pi_ref's top-k after its own prefix (full
+    forwards of prompt + prefix, no cache)? Returns the rank of the token among the next-token logits [C, T]."""
+    full = torch.cat([prompt_ids[None].expand(ids.shape[0], -1), ids], 1)
+    logits = policy.model(input_ids=full).logits[:, len(prompt_ids) - 1: -1].float()
+    if mask is not None:
+        logits = logits + mask
+    return (logits > logits.gather(-1, ids[..., None])).sum(-1)
+
+
+def test_topk_decode_picks_the_best_z_among_pi_refs_topk_after_the_decoded_prefix(tiny_policy):
+    from sea_minimal.lm import encode_prompt, special_mask, topk_decode
+
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    cache = encode_prompt(tiny_policy.model, prompt)
+    z = torch.randn(6, 7, tiny_policy.vocab_size, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    mask = special_mask(tiny_policy.vocab_size, [0, 2], DEVICE)
+    ids = topk_decode(tiny_policy.model, cache, z, 3, mask)
+    assert ids.shape == (6, 7)
+    ranks = _topk_ranks(tiny_policy, prompt, ids, mask)
+    assert (ranks < 3).all() and not ((ids == 0) | (ids == 2)).any()
+    # the chosen token has the largest z among the top-3 after its prefix
+    full = torch.cat([prompt[None].expand(6, -1), ids], 1)
+    logits = tiny_policy.model(input_ids=full).logits[:, len(PROMPT) - 1: -1].float() + mask
+    top = logits.topk(3, -1).indices
+    assert torch.equal(ids, top.gather(-1, z.gather(-1, top).argmax(-1, keepdim=True)).squeeze(-1))
+    assert torch.equal(topk_decode(tiny_policy.model, cache, z, tiny_policy.vocab_size), z.argmax(-1))  # k = V
+
+
+@pytest.mark.parametrize("use_reference", [True, False])
+def test_reference_recipe_decodes_inside_pi_refs_topk_as_released(tiny_policy, tiny_reward, use_reference):
+    res = run(tiny_policy, tiny_reward, recipe="reference", topk=2, steps=4, use_reference=use_reference)
+    ids = torch.tensor([c["token_ids"] for c in res.candidates], device=DEVICE)
+    assert (_topk_ranks(tiny_policy, torch.tensor(PROMPT, device=DEVICE), ids) < 2).all()
+    old = run(tiny_policy, tiny_reward, recipe="reference", topk=2, steps=4, use_reference=use_reference,
+              decode_topk="previous", init="random")
+    old_ids = torch.tensor([c["token_ids"] for c in old.candidates], device=DEVICE)
+    if not use_reference:  # the first implementation dropped the top-k with the reference term
+        assert (_topk_ranks(tiny_policy, torch.tensor(PROMPT, device=DEVICE), old_ids) >= 2).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rewrite_prompt", ["no-question", "with-question"])
+def test_rewrite_uses_the_chosen_prompt_and_records_a_cut(bundled_policy, rewrite_prompt, monkeypatch):
+    from sea_minimal import demo_reward
+
+    seen = []
+    encode = bundled_policy.encode_prompt
+    monkeypatch.setattr(bundled_policy, "encode_prompt", lambda text, **kw: seen.append(text) or encode(text, **kw))
+    request = "How do I bake bread at home?"
+    cfg = SEAConfig.released_code(num_chains=2, length=6, steps=1, rewrite_tokens=3, rewrite_prompt=rewrite_prompt)
+    res = SEA(bundled_policy, demo_reward(bundled_policy), cfg).run([request], progress=False)[0]
+    rewrites = [c for c in res.candidates if c["source"].startswith("rewrite")]
+    assert len(rewrites) == 2 and all(c["cut"] and len(c["token_ids"]) <= 3 for c in rewrites)
+    instructions = seen[1:]  # the first encode is the request itself
+    assert len(instructions) == 2
+    assert all((request in text) == (rewrite_prompt == "with-question") for text in instructions)
