@@ -128,3 +128,21 @@ def test_errors(tiny_policy, tiny_reward):
         greedy(tiny_policy, tiny_reward, PROMPT, length=0)
     with pytest.raises(ValueError, match="reward"):
         best_of_n(tiny_policy, None, PROMPT, n=2, length=3)
+
+
+def test_cbs_with_several_chunks_is_not_best_of_k():
+    """The book's CBS row (several chunks per answer) searches: a greedy chunk-wise choice on a reward that pays
+    per token beats Best-of-k's single pick on average, and never equals it on every seed."""
+    from conftest import tiny_lm
+    from sea_minimal import Policy, VocabReward
+
+    policy = Policy(tiny_lm(seed=3), tokenizer=None, name="tiny")
+    reward = VocabReward(torch.linspace(-1.0, 1.0, 11), reduce="sum")
+    same, gain, prompt = 0, 0.0, [3, 1, 4, 1, 5]  # a prompt after which this tiny model's samples vary
+    for seed in range(8):
+        c = cbs(policy, reward, prompt, seed=seed, beam_width=1, successors=4, chunk_length=2, length=8)
+        b = best_of_n(policy, reward, prompt, seed=seed, n=4, length=8)
+        assert c.iterations == 4
+        same += c.candidates[0]["token_ids"] == b.candidates[b.selected]["token_ids"]
+        gain += c.candidates[0]["reward"] - b.candidates[b.selected]["reward"]
+    assert same < 8 and gain > 0
