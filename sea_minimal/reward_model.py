@@ -45,6 +45,9 @@ from .rewards import HFClassifierReward, Reward, Scorer, VocabMismatchError
 ASSETS = Path(__file__).resolve().parent / "assets"
 HEAD_FILE = ASSETS / "harmlessness_head.safetensors"
 HEAD_META_FILE = ASSETS / "harmlessness_head.json"
+#: The harmlessness-v2 head (chapter 3): on-policy Do-Not-Answer refusals vs compliance, fluent vs broken text,
+#: a benign control and HH-RLHF, trained by scripts/train_reward.py. The HH-only head above keeps its own name.
+V2_HEAD_FILE = ASSETS / "harmlessness_v2_head.safetensors"
 REPORT_DIR = Path(__file__).resolve().parent.parent / "results" / "reward_model"  # in a source checkout
 DEFAULT_FEATURES = REPORT_DIR / "hh_harmless_features.safetensors"
 POOLINGS = ("mean", "last", "mean_eot")
@@ -231,6 +234,15 @@ def pool_hidden(hidden: torch.Tensor, lengths: torch.Tensor | None = None, n_suf
     mean_eot = (hidden * with_suf).sum(1) / (lengths + n_suffix)[:, None].to(hidden.dtype)
     last = hidden[torch.arange(batch, device=hidden.device), lengths + n_suffix - 1]
     return {"mean": mean, "last": last, "mean_eot": mean_eot}
+
+
+def select_pooling(pools: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:
+    """The head's input from :func:`pool_hidden`'s dict: one pooling, or several joined by ``+`` (concatenated)."""
+    names = pooling.split("+")
+    unknown = [n for n in names if n not in POOLINGS]
+    if unknown:
+        raise ValueError(f"Unknown pooling {unknown[0]!r} in {pooling!r}; choose from {POOLINGS}, joined by '+'.")
+    return torch.cat([pools[n] for n in names], -1)
 
 
 @torch.no_grad()
@@ -507,8 +519,9 @@ class BackboneReward(Reward):
         self.settings = settings
         self.metadata = metadata or {}
         hidden = self.model.get_input_embeddings().weight.shape[1]
-        if head.weight.shape[0] != hidden:
-            raise ValueError(f"The head expects {head.weight.shape[0]}-dimensional states but the model's hidden size "
+        expected = head.mean.shape[0] // len(head.pooling.split("+"))
+        if expected != hidden:
+            raise ValueError(f"The head expects {expected}-dimensional states but the model's hidden size "
                              f"is {hidden}. Fix: use the backbone the head was trained on, or retrain it "
                              "(notebooks/03_reward_model.ipynb).")
         self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
@@ -519,7 +532,7 @@ class BackboneReward(Reward):
         Lets a caller that already ran the backbone on ``[response, suffix]`` after the prompt (e.g. for
         log pi_ref) reuse those states instead of a second forward.
         """
-        return self.head(pool_hidden(hidden.float(), lengths, len(self.suffix_ids))[self.head.pooling])
+        return self.head(select_pooling(pool_hidden(hidden.float(), lengths, len(self.suffix_ids)), self.head.pooling))
 
     def for_prompt(self, prompt_ids: torch.Tensor) -> Scorer:
         prompt = encode_prompt_states(self.model, prompt_ids)
@@ -554,8 +567,14 @@ def load_head(path: str | os.PathLike = HEAD_FILE) -> tuple[LinearHead, dict]:
         raise FileNotFoundError(f"No reward head at '{path}'. Fix: run notebooks/03_reward_model.ipynb to train one.")
     t = load_file(str(path))
     meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-    head = LinearHead(weight=t["weight"], bias=t["bias"].reshape(()), mean=t["mean"], std=t["std"],
-                      pooling=meta.get("pooling", "mean"))
+    if "w1" in t:  # a one-hidden-layer head (sea_minimal.reward_training.MLPHead)
+        from .reward_training import MLPHead
+
+        head = MLPHead(w1=t["w1"], b1=t["b1"], w2=t["w2"], b2=t["b2"].reshape(()), mean=t["mean"], std=t["std"],
+                       pooling=meta.get("pooling", "mean_eot"))
+    else:
+        head = LinearHead(weight=t["weight"], bias=t["bias"].reshape(()), mean=t["mean"], std=t["std"],
+                          pooling=meta.get("pooling", "mean"))
     return head, meta
 
 

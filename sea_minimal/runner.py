@@ -6,7 +6,7 @@ Grid file (see ``grids/smoke.yaml``)::
     policy: smollm2-135m-instruct     # bundled name, local folder, HF id, or tiny-random (tests)
     system_prompt: null               # optional: null keeps the chat template's default; "" = an empty system
                                       # message (the paper's setting for Llama); part of every config hash when set
-    reward: demo                      # demo | harmlessness | contrast-refusal | linear (tiny-random) | <HF id or folder>
+    reward: demo                      # demo | harmlessness | harmlessness-v2 | contrast-refusal | linear (tiny-random) | <HF id or folder>
     dataset: {name: advbench, first: 2}   # or ids: [...], or subset: {n: 50, seed: 0};
                                           # or {name: inline, prompts: [...]}
     seeds: [0]
@@ -240,12 +240,10 @@ def make_reward(name: str, policy):
         from .contrast import ContrastReward
 
         return ContrastReward(policy)
-    if name == "harmlessness":
-        try:
-            from .reward_model import load_harmlessness_reward
-        except ImportError as err:
-            raise GridError(f"reward 'harmlessness' needs sea_minimal.reward_model.load_harmlessness_reward ({err}).")
-        return load_harmlessness_reward(policy)
+    if name in ("harmlessness", "harmlessness-v2"):  # the HH-only head of the first runs; the on-policy head
+        from .reward_model import HEAD_FILE, V2_HEAD_FILE, load_harmlessness_reward
+
+        return load_harmlessness_reward(policy, V2_HEAD_FILE if name == "harmlessness-v2" else HEAD_FILE)
     from .reward_model import load_hf_reward
 
     return load_hf_reward(name, policy)  # vocabulary check; drops GRM's extra padding row explicitly
