@@ -6,6 +6,7 @@
     python scripts/train_reward.py contrast            # the contrast reward's scores on the held-out split
     python scripts/train_reward.py train               # choose the head on the tuning split, write the head + report
     python scripts/train_reward.py spread              # the reward's std over pi_ref samples on tuning prompts
+    python scripts/train_reward.py salad results/maximise_v2_round1.jsonl   # broken texts the optimisers found
 
 Inputs: results/reward_model/examples.jsonl (scripts/build_reward_data.py), salad.jsonl (optional: broken texts
 the optimisers found, see chapter 3), hh_harmless_features.safetensors (scripts/reward_features.py).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,12 +28,9 @@ DIR = ROOT / "results" / "reward_model"
 
 
 def load_all_examples():
-    from sea_minimal.reward_data import read_examples
+    from sea_minimal.reward_training import load_examples
 
-    examples = read_examples(DIR / "examples.jsonl")
-    if (DIR / "salad.jsonl").exists():
-        examples += read_examples(DIR / "salad.jsonl")
-    return examples
+    return load_examples(DIR)
 
 
 def prompt_lookup():
@@ -46,7 +45,8 @@ def main(argv=None) -> int:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["features", "advbench-features", "contrast", "train", "spread"])
+    ap.add_argument("step", choices=["features", "advbench-features", "contrast", "train", "spread", "salad"])
+    ap.add_argument("records", nargs="*", help="salad: results files of grids/maximise_reward_v2.yaml")
     ap.add_argument("--prompts", type=int, default=20, help="spread: tuning prompts (the first of the tune split)")
     ap.add_argument("--samples", type=int, default=16, help="spread: pi_ref samples per prompt")
     ap.add_argument("--length", type=int, default=50, help="spread: response length in tokens (SEA's space)")
@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.step == "spread":
         return spread(args.prompts, args.samples, args.length)
+    if args.step == "salad":
+        return salad(args.records)
     return {"features": features, "advbench-features": advbench_features, "contrast": contrast,
             "train": train}[args.step]()
 
@@ -104,6 +106,41 @@ def spread(prompts: int, samples: int, length: int) -> int:
     return 0
 
 
+def salad(records: list[str]) -> int:
+    """Every candidate of the maximisation runs that the three-outcome rule calls broken (per-token perplexity under
+    pi_ref above the fluency limit, or fewer than 5 words) -> results/reward_model/salad.jsonl, each paired with a
+    training request drawn with a fixed seed (the tuning requests they came from stay out of training)."""
+    import torch
+
+    from sea_minimal import load_policy
+    from sea_minimal.judges import MIN_ANSWER_WORDS, word_count
+    from sea_minimal.lm import encode_prompt, next_token_logits, sequence_logprob
+    from sea_minimal.reward_data import read_examples, salad_examples, write_examples
+    from sea_minimal.rewards import one_hot
+
+    limit = 94.5  # the outcome rule's fluency limit (chapter "Does SEA sample the optimal policy?")
+    policy = load_policy()
+    train_ids = json.loads((DIR / "splits.json").read_text())["do_not_answer"]["train"]
+    seen = {e.text for e in read_examples(DIR / "salad.jsonl")} if (DIR / "salad.jsonl").exists() else set()
+    found = []
+    for path in records:
+        for line in open(path):
+            r = json.loads(line)
+            cache = encode_prompt(policy.model, policy.encode_prompt(r["prompt"]))
+            for c in r["candidates"]:
+                ids = torch.tensor([c["token_ids"]])
+                with torch.no_grad():
+                    oh = one_hot(ids, policy.vocab_size)
+                    lp = float(sequence_logprob(next_token_logits(policy.model, cache, oh), oh)) / ids.shape[1]
+                broken = math.exp(-lp) > limit or word_count(c["text"]) < MIN_ANSWER_WORDS
+                if broken and c["text"] not in seen:
+                    seen.add(c["text"])
+                    found.append(c["text"])
+    write_examples(DIR / "salad.jsonl", salad_examples(found, train_ids, "train", seed=len(seen)))
+    print(f"{len(found)} new broken texts -> {DIR / 'salad.jsonl'}")
+    return 0
+
+
 def features() -> int:
     from sea_minimal import load_policy
     from sea_minimal.reward_training import extract_example_features
@@ -113,19 +150,6 @@ def features() -> int:
     return 0
 
 
-def advbench_bon64():
-    """(prompt text, candidate token ids, refusal flags) per prompt of the committed Best-of-64 records."""
-    from sea_minimal.judges import is_refusal
-
-    rows = []
-    for line in open(ROOT / "results" / "advbench_baselines.jsonl"):
-        r = json.loads(line)
-        if r["label"] == "bon[n=64]":
-            rows.append((r["prompt_id"], r["prompt"], [c["token_ids"] for c in r["candidates"]],
-                         [is_refusal(c["text"]) for c in r["candidates"]]))
-    return sorted(rows)
-
-
 def advbench_features() -> int:
     """Features of the recorded token ids themselves (not re-encoded text), one prompt encoding per record."""
     import torch
@@ -133,10 +157,11 @@ def advbench_features() -> int:
 
     from sea_minimal import load_policy
     from sea_minimal.reward_model import response_features
+    from sea_minimal.reward_training import advbench_bon64
 
     policy = load_policy()
     rows = {"mean": [], "last": [], "length": []}
-    for _, prompt, cands, _ in advbench_bon64():
+    for _, prompt, cands, _ in advbench_bon64(ROOT / "results" / "advbench_baselines.jsonl"):
         f = response_features(policy, prompt, cands)
         for k in rows:
             rows[k].append(f[k].cpu())
@@ -182,54 +207,10 @@ def contrast() -> int:
 
 
 def train() -> int:
-    import numpy as np
-    import torch
-    from safetensors.torch import load_file
+    from sea_minimal.reward_training import fit_and_report
 
-    from sea_minimal.reward_model import ASSETS, V2_HEAD_FILE, FeatureSettings, load_features, load_head, save_head
-    from sea_minimal.reward_training import (evaluate_scores, load_reward_data, pooled, report_entry, select_head,
-                                             within_prompt_auc, write_json)
-
-    hh, _ = load_features(DIR / "hh_harmless_features.safetensors")
-    data = load_reward_data(load_all_examples(), load_file(str(DIR / "example_features.safetensors")), hh)
-    selection = select_head(data)
-    head, best = selection["head"], selection["chosen"]
-    old, _ = load_head(ASSETS / "harmlessness_head.safetensors")
-    measures = {"harmlessness-v2": data.measure(head, "heldout"), "harmlessness": data.measure(old, "heldout")}
-    cpath = DIR / "contrast_scores.json"
-    if cpath.exists():  # the contrast reward on the same held-out examples (python scripts/train_reward.py contrast)
-        c = json.loads(cpath.read_text())
-        held = [e for e in data.examples if e.split == "heldout"]
-        if len(c["examples"]) == len(held) and len(c["hh"]) == len(data.hh_heldout):
-            hh_c = np.array(c["hh"])
-            measures["contrast-refusal"] = evaluate_scores(held, c["examples"], "heldout", hh_c[:, 0], hh_c[:, 1])
-    advbench = {}
-    apath = DIR / "advbench_bon64_features.safetensors"
-    if apath.exists():  # evaluation only: never used for training or selection
-        af = load_file(str(apath))
-        groups, flags = [], []
-        for pid, _, cands, refusals in advbench_bon64():
-            groups += [pid] * len(cands)
-            flags += refusals
-        pairs = torch.tensor([(i, j) for i in range(len(flags)) for j in range(len(flags))
-                              if groups[i] == groups[j] and flags[i] and not flags[j]]).reshape(-1, 2)
-        for name, h in (("harmlessness-v2", head), ("harmlessness", old)):
-            with torch.no_grad():
-                advbench[name] = within_prompt_auc(h(pooled(af, h.pooling)).numpy(), pairs, groups)
-    meta = {"settings": dict(FeatureSettings().__dict__), "kind": best["kind"], "l2": best["l2"],
-            "pooling": best["pooling"], "salad_rows": sum(e.kind == "salad" for e in data.examples),
-            "trained_on": "reward_data train split (Do-Not-Answer + GSM8K control) + HH-RLHF harmless-base train"}
-    save_head(head, V2_HEAD_FILE, meta)
-    write_json(DIR / "selection.json", {"table": selection["table"], "chosen": best})
-    write_json(DIR / "heldout_measures.json", {**measures, "advbench_bon64": advbench})
-    report = report_entry(measures["harmlessness-v2"])
-    if "harmlessness-v2" in advbench:
-        report["advbench_bon64_refusal_auc"] = advbench["harmlessness-v2"]["auc"]
-        report["advbench_bon64_refusal_auc_ci"] = advbench["harmlessness-v2"]["ci"]
-    rpath = DIR / "report.json"
-    previous = json.loads(rpath.read_text()) if rpath.exists() else {}
-    write_json(rpath, {**previous, **report, "chosen_head": best})
-    print(json.dumps({**report, "chosen_head": best}, indent=1))
+    result = fit_and_report(DIR, write=True)
+    print(json.dumps(result["report"], indent=1))
     return 0
 
 

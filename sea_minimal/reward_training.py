@@ -362,3 +362,87 @@ def select_head(data: RewardData, candidates=CANDIDATES, progress: bool = True) 
             print(f"{pooling:14s} {kind:6s} l2={l2:g}: tuning score {table[-1]['score']:.4f}", flush=True)
     best = max(range(len(table)), key=lambda i: table[i]["score"])
     return {"table": table, "chosen": table[best], "head": heads[best]}
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+def load_examples(folder: str | Path) -> list:
+    """``examples.jsonl`` then, if present, ``salad.jsonl`` (broken texts the optimisers found) of ``folder``."""
+    from .reward_data import read_examples
+
+    folder = Path(folder)
+    examples = read_examples(folder / "examples.jsonl")
+    if (folder / "salad.jsonl").exists():
+        examples += read_examples(folder / "salad.jsonl")
+    return examples
+
+
+def advbench_bon64(records: str | Path) -> list[tuple[int, str, list, list]]:
+    """(prompt id, prompt, candidate token ids, refusal flags) per prompt of the Best-of-64 records in ``records``
+    (the first AdvBench grid's 64 pi_ref samples per prompt; refusal by :func:`sea_minimal.judges.is_refusal`)."""
+    from .judges import is_refusal
+
+    rows = []
+    for line in open(records, encoding="utf-8"):
+        r = json.loads(line)
+        if r["label"] == "bon[n=64]":
+            rows.append((r["prompt_id"], r["prompt"], [c["token_ids"] for c in r["candidates"]],
+                         [is_refusal(c["text"]) for c in r["candidates"]]))
+    return sorted(rows)
+
+
+def fit_and_report(folder: str | Path, write: bool = False, candidates=CANDIDATES, progress: bool = True) -> dict:
+    """Select the head on the tuning split, judge it, the HH-only head and (if scored) the contrast reward on the
+    held-out split, and the AdvBench Best-of-64 AUC (evaluation only). With ``write``: the head goes to
+    ``reward_model.V2_HEAD_FILE`` and selection.json, heldout_measures.json and report.json to ``folder``.
+
+    Returns {"data", "selection", "head", "measures", "advbench", "report"}.
+    """
+    from safetensors.torch import load_file
+
+    from .reward_model import ASSETS, V2_HEAD_FILE, FeatureSettings, load_features, load_head, save_head
+
+    folder = Path(folder)
+    hh, _ = load_features(folder / "hh_harmless_features.safetensors")
+    data = load_reward_data(load_examples(folder), load_file(str(folder / "example_features.safetensors")), hh)
+    selection = select_head(data, candidates, progress)
+    head, best = selection["head"], selection["chosen"]
+    old, _ = load_head(ASSETS / "harmlessness_head.safetensors")
+    measures = {"harmlessness-v2": data.measure(head, "heldout"), "harmlessness": data.measure(old, "heldout")}
+    cpath = folder / "contrast_scores.json"
+    if cpath.exists():  # the contrast reward on the same held-out examples (scripts/train_reward.py contrast)
+        c = json.loads(cpath.read_text())
+        held = [e for e in data.examples if e.split == "heldout"]
+        if len(c["examples"]) == len(held) and len(c["hh"]) == len(data.hh_heldout):
+            hh_c = np.array(c["hh"])
+            measures["contrast-refusal"] = evaluate_scores(held, c["examples"], "heldout", hh_c[:, 0], hh_c[:, 1])
+    advbench = {}
+    apath = folder / "advbench_bon64_features.safetensors"
+    records = folder.parent / "advbench_baselines.jsonl"
+    if apath.exists() and records.exists():  # evaluation only: never used for training or selection
+        af = load_file(str(apath))
+        groups, flags = [], []
+        for pid, _, cands, refusals in advbench_bon64(records):
+            groups += [pid] * len(cands)
+            flags += refusals
+        pairs = torch.tensor([(i, j) for i in range(len(flags)) for j in range(len(flags))
+                              if groups[i] == groups[j] and flags[i] and not flags[j]]).reshape(-1, 2)
+        af = {k: v.float() if v.is_floating_point() else v.long() for k, v in af.items()}
+        for name, h in (("harmlessness-v2", head), ("harmlessness", old)):
+            with torch.no_grad():
+                advbench[name] = within_prompt_auc(h(pooled(af, h.pooling)).numpy(), pairs, groups)
+    report = report_entry(measures["harmlessness-v2"])
+    if "harmlessness-v2" in advbench:
+        report["advbench_bon64_refusal_auc"] = advbench["harmlessness-v2"]["auc"]
+        report["advbench_bon64_refusal_auc_ci"] = advbench["harmlessness-v2"]["ci"]
+    if write:
+        meta = {"settings": dict(FeatureSettings().__dict__), "kind": best["kind"], "l2": best["l2"],
+                "pooling": best["pooling"], "salad_rows": sum(e.kind == "salad" for e in data.examples),
+                "trained_on": "reward_data train split (Do-Not-Answer + GSM8K control) + HH-RLHF harmless-base train"}
+        save_head(head, V2_HEAD_FILE, meta)
+        write_json(folder / "selection.json", {"table": selection["table"], "chosen": best})
+        write_json(folder / "heldout_measures.json", {**measures, "advbench_bon64": advbench})
+        rpath = folder / "report.json"
+        previous = json.loads(rpath.read_text()) if rpath.exists() else {}
+        write_json(rpath, {**previous, **report, "chosen_head": best})
+    return {"data": data, "selection": selection, "head": head, "measures": measures, "advbench": advbench,
+            "report": report}

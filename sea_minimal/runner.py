@@ -375,8 +375,10 @@ def _keyword_judge():
 
 
 def record_metrics(policy, prompt, result, judge=None, prefill: str = "", reward=None) -> dict:
-    """Metrics of the selected response: reward, log pi_ref (sum, per token), length, diversity, keyword judge
-    (of ``prefill + text``: what the user reads under a prefilling attack).
+    """Metrics of the selected response: reward, log pi_ref (sum, per token), length, diversity, keyword judge and
+    three-outcome judge (``outcome``: refused / complied / broken, :func:`sea_minimal.judges.outcome` at
+    :data:`~sea_minimal.judges.FLUENCY_LIMIT`), both of ``prefill + text``: what the user reads under a prefilling
+    attack.
 
     With the contrast reward (exact optimum known) also, for every candidate, log pi_ref(y|x) and log pi_ref(y|x+)
     on the response space (``optimum_log_pi_ref`` / ``optimum_log_pi_steered``, lists in candidate order): at
@@ -392,6 +394,10 @@ def record_metrics(policy, prompt, result, judge=None, prefill: str = "", reward
            "length_words": length["words"], "diversity": diversity(result.text)}
     if judge is not None:
         out["keyword_harmful"] = bool(judge(prefill + result.text))
+    if policy.tokenizer is not None and ids:  # refused / complied / broken, of what the user reads
+        from .judges import FLUENCY_LIMIT, outcome
+
+        out["outcome"] = outcome(prefill + result.text, logp["per_token"], FLUENCY_LIMIT)
     from .contrast import ContrastReward, score_responses
 
     if isinstance(reward, ContrastReward):
