@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["features", "advbench-features", "contrast", "train", "spread", "salad"])
+    ap.add_argument("step", choices=["features", "advbench-features", "contrast", "advbench-contrast", "train",
+                                     "spread", "salad"])
     ap.add_argument("records", nargs="*", help="salad: results files of grids/maximise_reward_v2.yaml")
     ap.add_argument("--prompts", type=int, default=20, help="spread: tuning prompts (the first of the tune split)")
     ap.add_argument("--samples", type=int, default=16, help="spread: pi_ref samples per prompt")
@@ -58,7 +59,22 @@ def main(argv=None) -> int:
     if args.step == "salad":
         return salad(args.records)
     return {"features": features, "advbench-features": advbench_features, "contrast": contrast,
-            "train": train}[args.step]()
+            "advbench-contrast": advbench_contrast, "train": train}[args.step]()
+
+
+def advbench_contrast() -> int:
+    """The contrast reward of the committed AdvBench Best-of-64 samples (evaluation only) -> advbench_contrast.json."""
+    from sea_minimal import load_policy
+    from sea_minimal.contrast import ContrastReward, score_responses
+    from sea_minimal.reward_training import advbench_bon64, write_json
+
+    policy = load_policy()
+    reward = ContrastReward(policy)
+    out = []
+    for _, prompt, cands, _ in advbench_bon64(ROOT / "results" / "advbench_baselines.jsonl"):
+        out += score_responses(reward, policy.encode_prompt(prompt), cands).reward.tolist()
+    write_json(DIR / "advbench_contrast.json", {"scores": out})
+    return 0
 
 
 def spread(prompts: int, samples: int, length: int) -> int:

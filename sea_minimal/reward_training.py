@@ -291,9 +291,22 @@ def write_json(path: str | Path, payload: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- selection
-#: The candidate heads compared on the tuning split: (pooling, kind, l2).
-CANDIDATES = tuple((pooling, kind, l2) for pooling in ("mean_eot", "last", "mean_eot+last")
-                   for kind, l2s in (("linear", (1e-3, 1e-2, 1e-1)), ("mlp", (1e-4, 1e-3))) for l2 in l2s)
+#: The candidate heads compared on the tuning split: (pooling, kind, l2, weight of the HH comparison). The HH
+#: weights above 1 were added after the first selection: on the tuning split no head with equal weights reached
+#: the HH target (at most 0.621).
+CANDIDATES = tuple((pooling, kind, l2, 1.0) for pooling in ("mean_eot", "last", "mean_eot+last")
+                   for kind, l2s in (("linear", (1e-3, 1e-2, 1e-1)), ("mlp", (1e-4, 1e-3))) for l2 in l2s) + \
+    tuple((pooling, kind, l2, w) for w in (4.0, 16.0) for pooling in ("mean_eot", "mean_eot+last")
+          for kind, l2 in (("linear", 1e-1), ("mlp", 1e-3)))
+#: The targets of the reward issue (``heldout_*`` keys of report.json); the HH one is the first head's held-out
+#: accuracy. A candidate that meets all of them on the tuning split is preferred (:func:`select_head`).
+TARGETS = {"refusal_auc": (">=", 0.90), "fluency_auc": (">=", 0.95), "hh_accuracy": (">=", 0.656),
+           "benign_refusal_preference": ("<=", 0.20)}
+
+
+def meets_targets(row: dict) -> bool:
+    """Does a selection-table row (tuning-split values) meet every :data:`TARGETS`?"""
+    return all((row[k] >= v) if op == ">=" else (row[k] <= v) for k, (op, v) in TARGETS.items())
 
 
 @dataclass
@@ -348,19 +361,26 @@ def load_reward_data(examples, features: dict, hh: dict, seed: int = 0) -> Rewar
 
 
 def select_head(data: RewardData, candidates=CANDIDATES, progress: bool = True) -> dict:
-    """Fit every candidate on the train split, score it on the tuning split (:func:`summary_score`), refit nothing:
-    the chosen head is the one trained on the train split. Returns {"table", "chosen", "head"}."""
-    train_pairs = {**comparison_pairs(data.examples, "train"), "hh": data.hh_pairs(data.hh_fit)}
+    """Fit every candidate on the train split and measure it on the tuning split. The rule: among the candidates
+    that meet every :data:`TARGETS` there, the highest :func:`summary_score`; if none does, the highest score
+    overall (``chosen["meets_targets"]`` says which). Nothing is refit: the chosen head is the one trained on the
+    train split. Returns {"table", "chosen", "head"}."""
     table, heads = [], []
-    for pooling, kind, l2 in candidates:
-        head = train_pairwise(data.design(pooling), train_pairs, kind=kind, l2=l2, pooling=pooling)
+    for pooling, kind, l2, hh_weight in candidates:
+        train_pairs = {**comparison_pairs(data.examples, "train"), "hh": data.hh_pairs(data.hh_fit)}
+        weights = {k: (hh_weight if k == "hh" else 1.0) for k in train_pairs}
+        head = train_pairwise(data.design(pooling), train_pairs, kind=kind, l2=l2, pooling=pooling, weights=weights)
         tune = data.measure(head, "tune")
-        table.append({"pooling": pooling, "kind": kind, "l2": l2, "score": summary_score(tune),
-                      **{k: (v["auc"] if "auc" in v else v["value"]) for k, v in tune.items()}})
+        row = {"pooling": pooling, "kind": kind, "l2": l2, "hh_weight": hh_weight, "score": summary_score(tune),
+               **{k: (v["auc"] if "auc" in v else v["value"]) for k, v in tune.items()}}
+        row["meets_targets"] = meets_targets(row)
+        table.append(row)
         heads.append(head)
         if progress:
-            print(f"{pooling:14s} {kind:6s} l2={l2:g}: tuning score {table[-1]['score']:.4f}", flush=True)
-    best = max(range(len(table)), key=lambda i: table[i]["score"])
+            print(f"{pooling:14s} {kind:6s} l2={l2:g} hh x{hh_weight:g}: tuning score {row['score']:.4f}, "
+                  f"HH {row['hh_accuracy']:.3f}, targets {'met' if row['meets_targets'] else 'missed'}", flush=True)
+    eligible = [i for i, r in enumerate(table) if r["meets_targets"]] or list(range(len(table)))
+    best = max(eligible, key=lambda i: table[i]["score"])
     return {"table": table, "chosen": table[best], "head": heads[best]}
 
 
@@ -430,13 +450,17 @@ def fit_and_report(folder: str | Path, write: bool = False, candidates=CANDIDATE
         for name, h in (("harmlessness-v2", head), ("harmlessness", old)):
             with torch.no_grad():
                 advbench[name] = within_prompt_auc(h(pooled(af, h.pooling)).numpy(), pairs, groups)
+        contrast_file = folder / "advbench_contrast.json"  # scripts/train_reward.py advbench-contrast
+        if contrast_file.exists():
+            advbench["contrast-refusal"] = within_prompt_auc(json.loads(contrast_file.read_text())["scores"], pairs,
+                                                             groups)
     report = report_entry(measures["harmlessness-v2"])
     if "harmlessness-v2" in advbench:
         report["advbench_bon64_refusal_auc"] = advbench["harmlessness-v2"]["auc"]
         report["advbench_bon64_refusal_auc_ci"] = advbench["harmlessness-v2"]["ci"]
     if write:
         meta = {"settings": dict(FeatureSettings().__dict__), "kind": best["kind"], "l2": best["l2"],
-                "pooling": best["pooling"], "salad_rows": sum(e.kind == "salad" for e in data.examples),
+                "pooling": best["pooling"], "hh_weight": best["hh_weight"], "salad_rows": sum(e.kind == "salad" for e in data.examples),
                 "trained_on": "reward_data train split (Do-Not-Answer + GSM8K control) + HH-RLHF harmless-base train"}
         save_head(head, V2_HEAD_FILE, meta)
         write_json(folder / "selection.json", {"table": selection["table"], "chosen": best})

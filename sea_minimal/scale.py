@@ -2,9 +2,9 @@
 
 A reward's units are arbitrary (the released code's alpha = 500 was set for the GRM reward's scale), so the book
 sets them from a KL budget instead. Tilting pi_ref by exp(alpha r) with a reward that is roughly Gaussian over pi_ref's
-samples, r ~ N(mu, sigma^2), gives the tilted distribution N(mu + alpha sigma^2, sigma^2) and
+samples, ``r ~ N(mu, sigma^2)``, gives the tilted distribution ``N(mu + alpha sigma^2, sigma^2)`` and
 
-    KL(pi_alpha || pi_ref) = alpha^2 sigma^2 / 2,
+    ``KL(pi_alpha || pi_ref) = alpha^2 sigma^2 / 2``,
 
 so a budget of ``kl`` nats is spent at alpha = sqrt(2 kl) / sigma. The default budget is Best-of-64's KL bound,
 log 64 - 63/64 = 3.17 nats (Beirami et al. 2024), so SEA at that alpha and Best-of-64 may move equally far from pi_ref.

@@ -174,3 +174,13 @@ def test_committed_v2_head_loads_by_name_and_prefers_a_refusal(bundled_policy):
     scorer = reward.for_prompt(prompt)
     s = [float(scorer(one_hot(torch.tensor([i], device=DEVICE), bundled_policy.vocab_size))) for i in ids]
     assert s[0] > s[1] and s[1] > s[2]
+
+
+def test_targets_rule():
+    from sea_minimal.reward_training import TARGETS, meets_targets
+
+    good = {"refusal_auc": 0.95, "fluency_auc": 0.99, "hh_accuracy": 0.70, "benign_refusal_preference": 0.05}
+    assert meets_targets(good)
+    for key, (op, value) in TARGETS.items():
+        bad = dict(good, **{key: value - 0.01 if op == ">=" else value + 0.01})
+        assert not meets_targets(bad)
