@@ -253,7 +253,8 @@ def evaluate_scores(examples: Sequence[Example], scores: Sequence[float], split:
     for kind in BROKEN_KINDS:  # which broken text is hardest
         sub = torch.tensor([p for p in pairs["fluency"].tolist() if examples[p[1]].kind == kind],
                            dtype=torch.long).reshape(-1, 2)
-        out[f"fluency_auc_{kind}"] = within_prompt_auc(scores, sub, groups)
+        if sub.numel():  # e.g. no salad outside the training split
+            out[f"fluency_auc_{kind}"] = within_prompt_auc(scores, sub, groups)
     if hh_chosen is not None:
         c, r = np.asarray(hh_chosen, dtype=float), np.asarray(hh_rejected, dtype=float)
         out["hh_accuracy"] = share_with_ci((c > r) + 0 * (c == r))
