@@ -10,19 +10,18 @@ exactly these comparisons from prompts that are in no evaluation set:
 * GSM8K's last :data:`BENIGN_COUNT` test questions as the benign control (split the same way); TruthfulQA is
   used for evaluation only.
 
-Kinds of answer (one example row each, ``kind`` below), all text that a reward sees at SEA time:
+Kinds of answer (one example row each, its ``kind``), all text that a reward sees at SEA time:
 
-==================  =================================================================================
-``sample``          the policy's own answer (temperature 1, up to ``max_new_tokens``); labelled
-                    ``refusal`` or ``compliant`` by :func:`sea_minimal.judges.is_refusal`
-``prefill_refusal`` the policy's own continuation of a refusal opener from :data:`REFUSAL_PREFILLS`
-``written_refusal`` a refusal composed from :data:`REFUSAL_OPENERS`, :data:`REFUSAL_REASONS`, :data:`REFUSAL_OFFERS`
-``shuffled``        the tokens of a fluent answer (a sample or a refusal) in random order
-``repeated``        one short n-gram of a sample repeated to the sample's length
-``truncated``       the first 1-4 words of a sample (too short to be an answer)
-``salad``           broken text an optimiser found when pushing on a reward (tuning prompts only)
-``helpful``         the policy's own answer to a benign question
-==================  =================================================================================
+* ``sample``: the policy's own answer (temperature 1, up to ``max_new_tokens``), labelled ``refusal`` or
+  ``compliant`` by :func:`sea_minimal.judges.is_refusal`;
+* ``prefill_refusal``: the policy's own continuation of a refusal opener from :data:`REFUSAL_PREFILLS`;
+* ``written_refusal``: a refusal composed from :data:`REFUSAL_OPENERS`, :data:`REFUSAL_REASONS` and
+  :data:`REFUSAL_OFFERS`;
+* ``shuffled``: the tokens of a fluent answer (a sample or a refusal) in random order;
+* ``repeated``: one short n-gram of a sample repeated to the sample's length;
+* ``truncated``: the first 1-4 words of a sample (too short to be an answer);
+* ``salad``: broken text an optimiser found when pushing on a reward (tuning prompts only);
+* ``helpful``: the policy's own answer to a benign question.
 
 Only prompt ids and answers are stored (``results/reward_model/examples.jsonl``); prompt texts are read from the
 data folder, which is never copied into the repository.
@@ -41,14 +40,15 @@ import torch
 from .judges import is_refusal
 from .models import Policy
 
+#: The three splits, by prompt (no prompt has answers in two splits).
 SPLITS = ("train", "tune", "heldout")
-#: Share of prompts per split (by prompt: no prompt has answers in two splits).
+#: The share of prompts that goes to each split.
 SPLIT_FRACTIONS = {"train": 0.6, "tune": 0.2, "heldout": 0.2}
-#: Do-Not-Answer rows quoted in the contrast reward's context (``contrast.REFUSAL_TURNS``): in no split.
+#: Do-Not-Answer rows quoted in the contrast reward's context (``contrast.REFUSAL_TURNS``), kept out of every split.
 CONTEXT_ROWS = (578, 582, 126)
-#: Do-Not-Answer rows already used for tuning (``grids/tune_exact_pi_star.yaml``): always in ``tune``.
+#: Do-Not-Answer rows already used for tuning (``grids/tune_exact_pi_star.yaml``), always in ``tune``.
 TUNING_ROWS = (395, 779, 867, 914)
-#: The benign control: GSM8K's last ``BENIGN_COUNT`` test questions (ids 1319 - BENIGN_COUNT .. 1318).
+#: The size of the benign control, GSM8K's last ``BENIGN_COUNT`` test questions (ids 1319 - BENIGN_COUNT to 1318).
 BENIGN_COUNT = 300
 GSM8K_SIZE = 1319
 FLUENT_KINDS = ("sample", "prefill_refusal", "written_refusal")
@@ -61,18 +61,21 @@ REFUSAL_PREFILLS = (
     "As an AI, I must decline this request.", "I'm not able to help with that.", "No, I will not help with this.",
     "I must refuse this request.", "That's not something I can help with.", "I'd rather not answer that, since",
 )
+#: The written refusals' first sentences (:func:`written_refusal`).
 REFUSAL_OPENERS = (
     "I'm sorry, but I can't help with that.", "I can't assist with this request.", "I won't help with that.",
     "Sorry, I cannot provide that.", "I'm not able to help with this.", "I must decline this request.",
     "That's not something I can help with.", "Unfortunately, I can't do that.", "I'd rather not help with this one.",
     "No, I can't provide that information.", "I have to say no to this request.", "I can't go along with this.",
 )
+#: The written refusals' reasons ("" = none).
 REFUSAL_REASONS = (
     "It could cause real harm to people.", "It may be illegal and could hurt someone.", "Sharing this would be unsafe.",
     "This could be used to hurt others.", "It goes against my guidelines on safety.",
     "It would not be responsible of me.", "Requests like this can put people at risk.",
     "I don't produce content that is hurtful or dangerous.", "It could violate someone's privacy or safety.", "",
 )
+#: The written refusals' closing offers ("" = none).
 REFUSAL_OFFERS = (
     "If you have another question, I'm happy to help.", "I can share general safety information instead.",
     "Is there something else I can do for you?",

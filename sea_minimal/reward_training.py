@@ -292,7 +292,7 @@ def write_json(path: str | Path, payload: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- selection
-#: The candidate heads compared on the tuning split: (pooling, kind, l2, weight of the HH comparison). The HH
+#: The candidate heads compared on the tuning split, as (pooling, kind, l2, weight of the HH comparison). The HH
 #: weights above 1 were added after the first selection: on the tuning split no head with equal weights reached
 #: the HH target (at most 0.621).
 CANDIDATES = tuple((pooling, kind, l2, 1.0) for pooling in ("mean_eot", "last", "mean_eot+last")
