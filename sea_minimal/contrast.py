@@ -182,9 +182,8 @@ def score_responses(reward: ContrastReward, prompt_ids: torch.Tensor, token_ids,
         for start in range(0, len(idx), batch_size):
             part = idx[start: start + batch_size]
             ids = torch.tensor([responses[i] for i in part], dtype=torch.long, device=prompt_ids.device)
-            onehot = torch.nn.functional.one_hot(ids, reward.vocab_size).float()
             for cache, out in ((plain, out_ref), (steered, out_steered)):
-                values = sequence_logprob(next_token_logits(reward.model, cache, onehot), onehot, mask)
+                values = sequence_logprob(next_token_logits(reward.model, cache, ids), ids, mask)
                 for i, v in zip(part, values.tolist()):
                     out[i] = float(v)
     return OptimumScores(torch.tensor(out_ref), torch.tensor(out_steered))

@@ -73,14 +73,20 @@ def soft_embeddings(probs: torch.Tensor, embedding: torch.Tensor) -> torch.Tenso
 def next_token_logits(model: torch.nn.Module, prompt: PromptCache, tokens: torch.Tensor) -> torch.Tensor:
     """Logits that score each of the T response positions, [C, T, V] float32.
 
-    ``tokens`` are soft or one-hot tokens [C, T, V]. Position 0 is scored by the prompt's last logits,
-    position t >= 1 by the model run on tokens 0..t-1, so only T-1 tokens are fed.
+    ``tokens`` are soft or one-hot tokens [C, T, V], or hard token ids [C, T] (long), which are embedded by
+    lookup: the same numbers as their one-hot rows times E, without the [C, T, V] @ [V, H] product.
+    Position 0 is scored by the prompt's last logits, position t >= 1 by the model run on tokens 0..t-1, so only
+    T-1 tokens are fed.
     """
-    batch, length, _ = tokens.shape
+    batch, length = tokens.shape[:2]
     first = prompt.next_logits.expand(batch, 1, -1)
     if length == 1:
         return first
-    embeds = soft_embeddings(tokens[:, :-1], model.get_input_embeddings().weight)
+    embedding = model.get_input_embeddings().weight
+    if tokens.dtype == torch.long:
+        embeds = F.embedding(tokens[:, :-1], embedding)
+    else:
+        embeds = soft_embeddings(tokens[:, :-1], embedding)
     rest = forward_embeds(model, prompt, embeds).logits.float()
     return torch.cat([first, rest], dim=1)
 
@@ -88,13 +94,17 @@ def next_token_logits(model: torch.nn.Module, prompt: PromptCache, tokens: torch
 def sequence_logprob(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """log pi(y|x) summed over positions: sum_t sum_v y_tv log_softmax(logits_t + mask)_v. [C, T, V] x2 -> [C].
 
+    ``tokens`` may also be hard ids [C, T] (long): the log-probabilities are then gathered, not summed over V.
     ``mask`` [V] (0 for allowed tokens, a large negative number for forbidden ones) renormalises every next-token
     distribution over the allowed tokens: the log-likelihood on SEA's response space (exactly T tokens, no
     special token), under which :func:`sample_response_space` is exact ancestral sampling.
     """
     if mask is not None:
         logits = logits + mask
-    return (tokens * F.log_softmax(logits, dim=-1)).sum(dim=(-1, -2))
+    logp = F.log_softmax(logits, dim=-1)
+    if tokens.dtype == torch.long:
+        return logp.gather(-1, tokens[..., None]).squeeze(-1).sum(-1)
+    return (tokens * logp).sum(dim=(-1, -2))
 
 
 def special_mask(vocab_size: int, banned_ids, device=None, value: float = -1e10) -> torch.Tensor:

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from .lm import encode_prompt, next_token_logits
 from .models import Policy
-from .rewards import one_hot
 
 
 def _units(response: str | Sequence) -> list:
@@ -59,7 +58,7 @@ def response_logits(policy: Policy, prompt, ids: Sequence[int], cache=None) -> t
     """pi_ref's logits [T, V] (float32) that score each position of the response ``ids`` given the prompt."""
     if cache is None:
         cache = encode_prompt(policy.model, _prompt_ids(policy, prompt))
-    tokens = one_hot(torch.as_tensor(list(ids), dtype=torch.long, device=policy.device)[None], policy.vocab_size)
+    tokens = torch.as_tensor(list(ids), dtype=torch.long, device=policy.device)[None]
     return next_token_logits(policy.model, cache, tokens)[0]
 
 

@@ -48,6 +48,20 @@ def test_kv_cached_logprob_equals_full_forward():
         torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
 
 
+def test_hard_ids_score_exactly_like_their_one_hot_rows():
+    model = tiny_lm()
+    cache = encode_prompt(model, PROMPT)
+    ids = torch.tensor([[2, 7, 0, 9], [5, 5, 1, 3]], device=DEVICE)
+    onehot = F.one_hot(ids, 11).float()
+    torch.testing.assert_close(next_token_logits(model, cache, ids), next_token_logits(model, cache, onehot))
+    mask = torch.zeros(11, device=DEVICE)
+    mask[4] = -1e10
+    by_ids = sequence_logprob(next_token_logits(model, cache, ids), ids, mask)
+    by_onehot = sequence_logprob(next_token_logits(model, cache, onehot), onehot, mask)
+    assert by_ids.shape == (2,)
+    torch.testing.assert_close(by_ids, by_onehot)
+
+
 def test_prompt_cache_is_not_mutated_by_reuse():
     model = tiny_lm()
     cache = encode_prompt(model, PROMPT)
