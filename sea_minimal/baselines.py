@@ -172,19 +172,25 @@ def best_of_n(policy: Policy, reward: Reward, prompt, seed: int = 0, n: int = 16
               fixed_length: bool = False) -> SEAResult:
     """Best-of-N: N samples of the base policy (batched, ``batch_size`` rows at a time), keep the max reward.
 
-    ``top_k=0`` and ``fixed_length=True`` draw exact samples of pi_ref on SEA's response space."""
+    ``top_k=0`` and ``fixed_length=True`` draw exact samples of pi_ref on SEA's response space. Each candidate
+    also carries ``logp_ref_per_token`` (log pi_ref per response token, nats), so that Best-of-N for every smaller
+    N can be judged from the same record (``analysis.best_of_first``)."""
     _check_length(length)
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
 
     def body(ctx):
-        responses = []
+        responses, logps = [], []
         for start in range(0, n, batch_size):
             s = decode(policy.model, ctx.cache, min(batch_size, n - start), length, ctx.generator, temperature,
                        top_k, ctx.stop_ids, banned_ids=ctx.banned_ids)
             responses += [s.ids(i) for i in range(s.tokens.shape[0])]
+            logps += [float(s.logp[i]) / max(1, int(s.lengths[i])) if int(s.lengths[i]) else float("nan")
+                      for i in range(s.tokens.shape[0])]
         rewards = ctx.score(responses)
         cands = [_candidate(f"sample {i}", ids, r) for i, (ids, r) in enumerate(zip(responses, rewards))]
+        for cand, lp in zip(cands, logps):
+            cand["logp_ref_per_token"] = lp
         return cands, _argmax(rewards), {}
 
     config = {"n": n, "temperature": temperature, "top_k": top_k, "length": length, "batch_size": batch_size,

@@ -163,12 +163,15 @@ class Samples:
 
     tokens: [num, steps] long (positions after a row's stop token are meaningless); lengths: [num] response
     length of each row (tokens before its first stop token); stopped: [num] bool (row hit a stop token);
-    continue_from(i): a PromptCache that continues row i (only with ``keep_cache=True``).
+    logp: [num] float32, log pi(y|x) of each row's response tokens under the untempered, unmasked logits (nats;
+    what ``metrics.response_logprob`` computes); continue_from(i): a PromptCache that continues row i (only with
+    ``keep_cache=True``).
     """
 
     tokens: torch.Tensor
     lengths: torch.Tensor
     stopped: torch.Tensor
+    logp: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # [num, steps_run, V] float32 scores of each position (return_logits=True)
     _cache: object = None
     _next_logits: torch.Tensor | None = None
@@ -216,6 +219,7 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
     any_banned = bool(banned.any())
     stopped = torch.zeros(num, dtype=torch.bool, device=device)
     lengths = torch.zeros(num, dtype=torch.long, device=device)
+    logp = torch.zeros(num, device=device)
     tokens, all_logits = [], []
     t = -1
     for t in range(steps):
@@ -236,6 +240,8 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
             tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(-1)
         stopped = stopped | stop_mask[tok]
         lengths = lengths + (~stopped).long()
+        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, tok[:, None]).squeeze(-1)
+        logp = logp + torch.where(stopped, torch.zeros_like(token_logp), token_logp)
         tokens.append(tok)
         if bool(stopped.all()) or (t + 1 == steps and not keep_cache):
             break
@@ -243,7 +249,7 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
         out = model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
         logits = out.logits[:, -1].float()
     toks = torch.stack(tokens, 1) if tokens else torch.zeros(num, 0, dtype=torch.long, device=device)
-    return Samples(tokens=toks, lengths=lengths, stopped=stopped,
+    return Samples(tokens=toks, lengths=lengths, stopped=stopped, logp=logp,
                    logits=torch.stack(all_logits, 1) if return_logits and all_logits else None,
                    _cache=cache if keep_cache else None,
                    _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)

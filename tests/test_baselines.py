@@ -7,6 +7,7 @@ from sea_minimal import SEAResult
 from sea_minimal.baselines import args, best_of_n, cbs, decode, greedy, sampled
 from sea_minimal.lm import encode_prompt
 from sea_minimal.methods import METHODS, get_method
+from sea_minimal.metrics import response_logprob
 from sea_minimal.rewards import one_hot
 
 PROMPT = [1, 4, 2, 7, 3]  # P = 5 prompt tokens
@@ -41,6 +42,9 @@ def test_best_of_n_returns_the_max_reward_candidate(tiny_policy, tiny_reward):
     assert rewards == pytest.approx([c["reward"] for c in res.candidates], abs=1e-5)
     assert len({tuple(c["token_ids"]) for c in res.candidates}) > 1  # really different samples
     assert res.candidates[res.selected]["reward"] == pytest.approx(max(rewards), abs=1e-6)
+    for cand in res.candidates:  # each sample's own log pi_ref per token, as the runner's metrics compute it
+        lp = response_logprob(tiny_policy, PROMPT, cand["token_ids"])["per_token"]
+        assert cand["logp_ref_per_token"] == pytest.approx(lp, abs=1e-5)
 
 
 def test_args_with_zero_weight_is_greedy(tiny_policy, tiny_reward):
@@ -119,6 +123,8 @@ def test_stop_token_ends_the_response(tiny_policy, tiny_reward):
     for cand in bon.candidates:
         assert full[cut] not in cand["token_ids"] and len(cand["token_ids"]) >= 1
         assert cand["reward"] == pytest.approx(rescore(tiny_policy, tiny_reward, cand["token_ids"]), abs=1e-5)
+        lp = response_logprob(tiny_policy, PROMPT, cand["token_ids"])["per_token"]  # stop token not counted
+        assert cand["logp_ref_per_token"] == pytest.approx(lp, abs=1e-5)
     a = args(tiny_policy, tiny_reward, PROMPT, w=0.0, top_k=4, length=8)
     assert a.candidates[0]["token_ids"] == full[:cut]
 
