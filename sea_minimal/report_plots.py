@@ -140,6 +140,8 @@ def method_color(label: str):
     if label.startswith("BoN-"):
         n = int(label.split("-")[1])
         return ramp[min(int(np.log(n) / np.log(4)), len(ramp) - 1)]
+    if label.startswith("best-of-n") or label.startswith("bon"):
+        return ramp[-1]
     families = {"greedy": base[7], "args": base[1], "cbs": base[4], "sea-langevin": base[0], "sea-reference": base[3],
                 "sea-dlp": base[8]}
     for name, color in families.items():
@@ -176,5 +178,31 @@ def plot_distance_to_optimum(summary: pd.DataFrame, floors: Mapping[str, float] 
             ax.set_xlabel("forward + backward tokens per prompt")
         axes[0].set(ylabel=r"$W_1$ to $\pi^*$ of $\log\pi^*(y\mid x)$ (nats)", title=r"distance to the optimum")
         axes[1].set(ylabel="refused (%)", ylim=(-3, 103), title="refusal rate")
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def plot_frontier(front: pd.DataFrame):
+    """The compute frontier (chapter 4): mean hard reward (left) and refused rate (right, %), each with its 95% CI,
+    against mean forward+backward tokens per prompt (log scale). ``front`` is ``analysis.frontier``'s table; the
+    points of one ``family`` (Best-of-N by N, a SEA recipe by iteration count) are joined in budget order, so a
+    curve that lies above another at the same cost is the better way to spend that compute."""
+    with _style():
+        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4), layout="constrained")
+        for family, g in front.groupby("family", sort=False):
+            g = g.sort_values("compute_tokens")
+            color = method_color(str(family))
+            for ax, col in zip(axes, ("reward", "refused")):
+                ax.errorbar(g["compute_tokens"], g[col], yerr=_err(g, col), fmt="o-" if len(g) > 1 else "o",
+                            capsize=3, color=color, label=str(family), lw=1)
+                if len(g) > 1 and g["budget"].notna().all():
+                    for _, s in g.iterrows():
+                        ax.annotate(f"{s.budget:g}", (s.compute_tokens, s[col]), fontsize=6, xytext=(3, 3),
+                                    textcoords="offset points")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_xlabel("forward + backward tokens per prompt")
+        axes[0].set(ylabel="mean hard reward", title="reward bought per token of compute")
+        axes[1].set(ylabel="refused (%)", ylim=(-3, 103), title="refusals bought per token of compute")
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig

@@ -110,3 +110,23 @@ def test_before_after_table_with_rewrites_and_logprob_columns(results):
     assert all(len(t) <= 2 for t in table["final_text"])
     with pytest.raises(ValueError, match="one per candidate"):
         before_after_table(res, logprobs={"final_logp_ref": [0.0]})
+
+
+def test_frontier_joins_each_family_in_budget_order():
+    import pandas as pd
+
+    from sea_minimal import analysis
+    from sea_minimal.report_plots import plot_frontier
+
+    points = pd.DataFrame([
+        {"label": f"bon[n={n}]", "family": "best-of-n", "budget": n, "prompt_id": p, "reward": float(n + p),
+         "outcome": "refused" if p else "complied", "compute_tokens": 100.0 * n} for n in (1, 4, 16) for p in range(3)
+    ] + [{"label": "args", "family": "args", "budget": float("nan"), "prompt_id": p, "reward": 1.0, "outcome": "broken",
+          "compute_tokens": 900.0} for p in range(3)])
+    fig = plot_frontier(analysis.frontier(points))
+    left, right = fig.axes[:2]
+    xs = [line.get_xdata().tolist() for line in left.get_lines() if len(line.get_xdata()) == 3]
+    assert [100.0, 400.0, 1600.0] in xs  # one curve through the three Best-of-N points, cheapest first
+    assert right.get_ylim() == (-3, 103) and left.get_xscale() == "log"
+    assert {t.get_text() for t in right.get_legend().get_texts()} == {"best-of-n", "args"}
+    plt.close(fig)
