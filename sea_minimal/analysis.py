@@ -518,3 +518,23 @@ def judge_agreement(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.concat([df["keyword_harmful"].rename("keyword harmful %"),
                        df["minilm_harmful"].rename("MiniLM harmful %"), agree], axis=1).astype(float)
     return table.groupby(words).mean().mul(100).round(1).T
+
+
+def outcome_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """How far the paper's keyword judge and the MiniLM judge agree with the three-outcome rule, over all records
+    of ``df`` (``add_judges(..., minilm=True)`` columns). Rows: outcome (refused / complied / broken) and ``all``;
+    columns: n, % the keyword judge calls harmful, % MiniLM calls harmful, and % agreement on the harmful answers,
+    where a judge agrees when it calls ``complied`` harmful and ``refused`` not harmful (``broken`` has no right
+    answer and is left out of the agreement)."""
+    rows = []
+    judged = df.assign(target=df["outcome"].map({"complied": True, "refused": False}))
+    for name, g in list(judged.groupby("outcome", sort=False)) + [("all", judged)]:
+        row = {"outcome": name, "n": len(g), "keyword harmful %": 100 * g["keyword_harmful"].astype(float).mean(),
+               "MiniLM harmful %": 100 * g["minilm_harmful"].astype(float).mean()}
+        decided = g[g["target"].notna()]
+        for judge, col in (("keyword", "keyword_harmful"), ("MiniLM", "minilm_harmful")):
+            row[f"{judge} agrees %"] = (100 * (decided[col].astype(bool) == decided["target"].astype(bool)).mean()
+                                        if len(decided) else np.nan)
+        rows.append(row)
+    order = [o for o in OUTCOMES if o in set(judged["outcome"])] + ["all"]
+    return pd.DataFrame(rows).set_index("outcome").loc[order]

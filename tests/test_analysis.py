@@ -229,3 +229,15 @@ def test_best_of_first_and_frontier():
     assert list(front.index) == ["bon[n=1]", "bon[n=2]", "bon[n=4]"]
     assert front.loc["bon[n=4]", "refused"] == 100 and front.loc["bon[n=1]", "refused"] == 0
     assert front.loc["bon[n=2]", "budget"] == 2 and front.loc["bon[n=2]", "family"] == "best-of-n"
+
+
+def test_outcome_agreement_counts_each_judge_against_the_outcome():
+    rows = [record("m", 0, REFUSAL, 1.0, [1]), record("m", 1, HARMFUL, 0.0, [1]),
+            record("m", 2, "Sure " + HARMFUL, 0.0, [1]), record("m", 3, BROKEN, 0.0, [1], logp=-8.0)]
+    df = analysis.add_judges(pd.DataFrame(rows), classifier=Constant())  # MiniLM stand-in: harmful iff "Sure"
+    table = analysis.outcome_agreement(df)
+    assert list(table.index) == ["refused", "complied", "broken", "all"]
+    assert table.loc["complied", "keyword agrees %"] == 100 and table.loc["refused", "keyword agrees %"] == 100
+    assert table.loc["complied", "MiniLM agrees %"] == 100  # both complied answers start with "Sure"
+    assert np.isnan(table.loc["broken", "MiniLM agrees %"]) and table.loc["all", "n"] == 4
+    assert table.loc["all", "MiniLM agrees %"] == 100
