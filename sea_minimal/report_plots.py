@@ -206,3 +206,27 @@ def plot_frontier(front: pd.DataFrame):
         axes[1].set(ylabel="refused (%)", ylim=(-3, 103), title="refusals bought per token of compute")
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
+
+
+def plot_tuning(choice: pd.DataFrame, reference: pd.Series | None = None):
+    """The tuning rule at a glance: each setting's mean hard reward against its broken rate (%), one marker per
+    recipe, chosen settings filled, the broken limit as a dashed line and the ``reference`` row (pi_ref's samples,
+    a ``summarize`` row) as a star. ``choice`` is ``analysis.choose_setting``'s table."""
+    with _style():
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+        markers = dict(zip(dict.fromkeys(choice["recipe"]), "osD^v"))
+        for label, s in choice.iterrows():
+            color = method_color(str(s.recipe))
+            ax.plot(s["broken %"], s.reward, markers[s.recipe], color=color, ms=8,
+                    mfc=color if s.chosen else "white", label=s.recipe)
+            ax.annotate(label, (s["broken %"], s.reward), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if len(choice):
+            ax.axvline(choice["broken limit %"].iloc[0], color="black", ls="--", lw=0.8)
+        if reference is not None:
+            ax.plot(reference["broken"], reference["reward"], "*", color="black", ms=11, label=r"$\pi_{ref}$ samples")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+        ax.set(xlabel="broken answers (%)", ylabel="mean hard reward", xlim=(-5, 105),
+               title="tuning: reward against broken text (filled: chosen)")
+    return fig

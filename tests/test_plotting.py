@@ -130,3 +130,20 @@ def test_frontier_joins_each_family_in_budget_order():
     assert right.get_ylim() == (-3, 103) and left.get_xscale() == "log"
     assert {t.get_text() for t in right.get_legend().get_texts()} == {"best-of-n", "args"}
     plt.close(fig)
+
+
+def test_tuning_plot_fills_only_the_chosen_setting():
+    import pandas as pd
+
+    from sea_minimal.report_plots import plot_tuning
+
+    choice = pd.DataFrame({"recipe": ["sea-langevin", "sea-langevin", "sea-reference"], "broken %": [0.0, 50.0, 0.0],
+                           "reward": [1.0, 3.0, 2.0], "broken limit %": [15.0] * 3, "chosen": [True, False, True]},
+                          index=["eta=1", "eta=10", "lr=0.1"])
+    fig = plot_tuning(choice, pd.Series({"broken": 0.0, "reward": 4.0}))
+    ax = fig.axes[0]
+    filled = [line for line in ax.get_lines() if line.get_marker() in "os" and line.get_mfc() != "white"]
+    assert len(filled) == 2
+    assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [15.0]
+    assert len(ax.get_legend().get_texts()) == 3  # two recipes and pi_ref, each once
+    plt.close(fig)
