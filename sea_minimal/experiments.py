@@ -37,6 +37,9 @@ EXPERIMENTS = {  # experiment name -> grid file in grids/
     "tune": "tune_langevin.yaml",
     "exact": "exact_pi_star.yaml",
     "tune_exact": "tune_exact_pi_star.yaml",
+    # round 2: harmlessness-v2, 50 tokens (issue "Experiments that can tell whether SEA works")
+    "tune_v2": "tune_sea_v2.yaml",
+    "baselines_v2": "advbench_v2_baselines.yaml",
 }
 COMPUTE_MODES = ("if-empty", "missing", "never")
 SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}

@@ -367,8 +367,8 @@ def select_head(data: RewardData, candidates=CANDIDATES, progress: bool = True) 
     overall (``chosen["meets_targets"]`` says which). Nothing is refit: the chosen head is the one trained on the
     train split. Returns {"table", "chosen", "head"}."""
     table, heads = [], []
+    train_pairs = {**comparison_pairs(data.examples, "train"), "hh": data.hh_pairs(data.hh_fit)}  # same for all
     for pooling, kind, l2, hh_weight in candidates:
-        train_pairs = {**comparison_pairs(data.examples, "train"), "hh": data.hh_pairs(data.hh_fit)}
         weights = {k: (hh_weight if k == "hh" else 1.0) for k in train_pairs}
         head = train_pairwise(data.design(pooling), train_pairs, kind=kind, l2=l2, pooling=pooling, weights=weights)
         tune = data.measure(head, "tune")

@@ -14,7 +14,7 @@ def test_every_grid_parses_at_every_scale(name, tmp_path):
     paper = experiments.experiment_grid(name, "paper", results_dir=tmp_path)
     assert [m.label for m in smoke.methods] == [m.label for m in book.methods] == [m.label for m in paper.methods]
     assert len(smoke.dataset["ids"]) == 2
-    assert ("ids" in paper.dataset) == (name in ("tune", "convergence", "tune_exact"))  # these keep their listed prompts
+    assert ("ids" in paper.dataset) == (name in ("tune", "convergence", "tune_exact", "tune_v2"))  # these keep their listed prompts
     for s, b in zip(smoke.methods, book.methods):
         assert s.params.get("length", 0) <= 8 and s.params.get("steps", 0) <= 2 and s.params.get("n", 0) <= 8
         assert s.config_hash != b.config_hash
@@ -28,10 +28,11 @@ def test_evaluation_grids_share_the_40_prompts_and_tuning_prompts_are_disjoint()
     ids = {name: experiments.grid_spec(name)["dataset"]["ids"] for name in experiments.EXPERIMENTS}
     evaluation = ids["baselines"]
     assert len(evaluation) == 40 and len(set(evaluation)) == 40
-    for name in ("sea", "ablations", "prefill"):
+    for name in ("sea", "ablations", "prefill", "baselines_v2"):
         assert ids[name] == evaluation, name
     assert set(ids["convergence"]) <= set(evaluation)
     assert not set(ids["tune"]) & set(evaluation)
+    assert experiments.grid_spec("tune_v2")["dataset"]["name"] == "do_not_answer"  # round 2 tunes off AdvBench
 
 
 def test_policy_override_changes_every_key(tmp_path):
@@ -75,3 +76,9 @@ def test_prepare_reads_without_running_and_notes_every_scale(tmp_path):
     assert cov.loc["advbench_sea-smoke", "expected"] == 2 * len(grids["sea"].methods)
     for scale in experiments.SCALES:
         assert scale in experiments.scale_note(scale)
+
+
+def test_round_2_tuning_requests_are_in_the_reward_data_tuning_split():
+    splits = json.loads((experiments.REPO / "results" / "reward_model" / "splits.json").read_text())
+    ids = experiments.grid_spec("tune_v2")["dataset"]["ids"]
+    assert set(ids) <= set(splits["do_not_answer"]["tune"])  # never a request the reward was trained on
