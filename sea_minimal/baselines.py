@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 
 from .compute import ComputeMeter
-from .lm import PromptCache, Samples, decode, encode_prompt  # noqa: F401 (PromptCache, Samples: re-exported)
-from .models import Policy, cache_kwarg
+from .lm import PromptCache, Samples, decode, encode_prompt, step_logits  # noqa: F401 (PromptCache, Samples: re-exported)
+from .models import Policy
 from .rewards import Reward, one_hot
 from .sampler import SEAResult, library_versions
 
@@ -255,10 +255,7 @@ def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, 
             current = rewards[best]
             if t + 1 == length:
                 break
-            pos = torch.tensor([[ctx.cache.length + t]], device=policy.device)
-            out = model(input_ids=torch.tensor([[cand[best]]], device=policy.device), position_ids=pos,
-                        use_cache=True, **{cache_kwarg(model): cache})
-            logits = out.logits[0, -1]
+            logits = step_logits(model, cache, torch.tensor([cand[best]], device=policy.device), ctx.cache.length + t)[0]
         return [_candidate("args", ids, current)], 0, {"trajectory": traj, "iterations": len(traj["score"])}
 
     config = {"w": w, "top_k": top_k, "length": length, "fixed_length": fixed_length}

@@ -187,6 +187,14 @@ class Samples:
         return PromptCache(layers=layers, next_logits=self._next_logits[i], length=self._length)
 
 
+def step_logits(model: torch.nn.Module, cache, tok: torch.Tensor, position: int) -> torch.Tensor:
+    """One decoding step: run tokens ``tok`` [C] at ``position`` on top of ``cache`` (extended in place); returns
+    the next-token logits [C, V] float32."""
+    pos = torch.full((tok.shape[0], 1), position, device=tok.device)
+    return model(input_ids=tok[:, None], position_ids=pos, use_cache=True,
+                 **{cache_kwarg(model): cache}).logits[:, -1].float()
+
+
 @torch.no_grad()
 def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, generator: torch.Generator | None,
            temperature: float = 1.0, top_k: int = 0, stop_ids: list[int] | None = None, ban_stop_first: bool = True,
@@ -245,9 +253,7 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
         tokens.append(tok)
         if bool(stopped.all()) or (t + 1 == steps and not keep_cache):
             break
-        pos = torch.full((num, 1), prompt.length + t, device=device)
-        out = model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
-        logits = out.logits[:, -1].float()
+        logits = step_logits(model, cache, tok, prompt.length + t)
     toks = torch.stack(tokens, 1) if tokens else torch.zeros(num, 0, dtype=torch.long, device=device)
     return Samples(tokens=toks, lengths=lengths, stopped=stopped, logp=logp,
                    logits=torch.stack(all_logits, 1) if return_logits and all_logits else None,
@@ -275,9 +281,7 @@ def topk_decode(model: torch.nn.Module, prompt: PromptCache, z: torch.Tensor, k:
         tok = top.gather(-1, z[:, t].gather(-1, top).argmax(-1, keepdim=True)).squeeze(-1)
         out.append(tok)
         if t + 1 < length:
-            pos = torch.full((batch, 1), prompt.length + t, device=z.device)
-            logits = model(input_ids=tok[:, None], position_ids=pos, use_cache=True,
-                           **{cache_kwarg(model): cache}).logits[:, -1].float()
+            logits = step_logits(model, cache, tok, prompt.length + t)
     return torch.stack(out, 1)
 
 
