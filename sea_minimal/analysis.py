@@ -320,6 +320,32 @@ def best_of_first(df: pd.DataFrame, label: str, sizes: Sequence[int], limit: flo
     return pd.DataFrame(rows)
 
 
+def frontier_points(df: pd.DataFrame, bon_label: str = "bon", sizes: Sequence[int] = (1, 4, 16, 64, 256)) -> pd.DataFrame:
+    """The rows :func:`frontier` needs, from judged records (``add_judges``): Best-of-N for every N in ``sizes`` read
+    from the ``bon_label`` records (:func:`best_of_first`; sizes above its sample count are left out), and every other
+    record as one point. ``family`` is the label before any ``[`` (``sea-langevin[its=30]`` -> ``sea-langevin``),
+    ``budget`` the SEA iteration count (``params["steps"]``) or N."""
+    parts = []
+    bon = df[df["label"] == bon_label]
+    if len(bon):
+        available = min(len(c) for c in bon["candidates"])
+        points = best_of_first(df, bon_label, [n for n in sizes if n <= available])
+        parts.append(points.assign(family="best-of-n", budget=points["N"].astype(float)).drop(columns="N"))
+    rest = df[df["label"] != bon_label]
+    if len(rest):
+        params = rest["params"] if "params" in rest else [None] * len(rest)
+        steps = [float(p.get("steps", np.nan)) if isinstance(p, dict) else np.nan for p in params]
+        parts.append(pd.DataFrame({"label": rest["label"].values, "prompt_id": rest["prompt_id"].values,
+                                   "reward": rest["reward"].astype(float).values, "outcome": rest["outcome"].values,
+                                   "compute_tokens": rest["compute_tokens"].astype(float).values,
+                                   "family": rest["label"].str.split("[", regex=False).str[0].values,
+                                   "budget": steps}))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if len(out):
+        out.attrs["label_order"] = list(dict.fromkeys(out["label"]))
+    return out
+
+
 def frontier(points: pd.DataFrame) -> pd.DataFrame:
     """Reward and refusals against compute. ``points`` has one row per (label, prompt): ``label``, ``reward``,
     ``outcome``, ``compute_tokens`` (and optionally ``family``, e.g. "best-of-n", and ``budget``, e.g. N or the
