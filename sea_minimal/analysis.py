@@ -96,7 +96,8 @@ def _rate_ci(flags) -> tuple[float, float, float]:
 
 def summarize(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per method label: n prompts, harmful rates (keyword and MiniLM, %, 95% bootstrap CI over prompts),
-    the three outcome rates (``refused`` / ``complied`` / ``broken``, %, with ``_lo`` / ``_hi``), mean reward with CI, median perplexity under pi_ref, mean diversity, mean compute (forward+backward tokens),
+    the three outcome rates (``refused`` / ``complied`` / ``broken``, %, with ``_lo`` / ``_hi``), mean reward with CI,
+    median perplexity under pi_ref, mean diversity, mean compute (forward+backward tokens),
     mean wall time (s) and mean peak memory (MiB). Needs the columns of ``add_judges``."""
     rows = []
     for label in ordered_labels(df, order):
@@ -320,7 +321,8 @@ def best_of_first(df: pd.DataFrame, label: str, sizes: Sequence[int], limit: flo
     return pd.DataFrame(rows)
 
 
-def frontier_points(df: pd.DataFrame, bon_label: str = "bon", sizes: Sequence[int] = (1, 4, 16, 64, 256)) -> pd.DataFrame:
+def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
+                    sizes: Sequence[int] = (1, 4, 16, 64, 256)) -> pd.DataFrame:
     """The rows :func:`frontier` needs, from judged records (``add_judges``): Best-of-N for every N in ``sizes`` read
     from the ``bon_label`` records (:func:`best_of_first`; sizes above its sample count are left out), and every other
     record as one point. ``family`` is the label before any ``[`` (``sea-langevin[its=30]`` -> ``sea-langevin``),

@@ -255,7 +255,8 @@ def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, 
             current = rewards[best]
             if t + 1 == length:
                 break
-            logits = step_logits(model, cache, torch.tensor([cand[best]], device=policy.device), ctx.cache.length + t)[0]
+            chosen = torch.tensor([cand[best]], device=policy.device)
+            logits = step_logits(model, cache, chosen, ctx.cache.length + t)[0]
         return [_candidate("args", ids, current)], 0, {"trajectory": traj, "iterations": len(traj["score"])}
 
     config = {"w": w, "top_k": top_k, "length": length, "fixed_length": fixed_length}
