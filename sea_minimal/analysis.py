@@ -269,10 +269,11 @@ def pick_recipe(summary: pd.DataFrame, candidates: Sequence[str] = ("sea-langevi
     return {"recipe": best, "fluent": bool(fluent), "perplexity_limit": float(limit)}
 
 
-#: The tuning rule's slack: a setting may break at most this many percentage points more answers than pi_ref's own
-#: samples (grids/tune_sea_v2.yaml).
+#: The tuning rule's slack, in percentage points (grids/tune_sea_v2.yaml). A setting may break at most this many
+#: points more answers than pi_ref's own samples.
 BROKEN_SLACK = 10.0
-#: pi_ref's samples' broken share is at least 100 - 95 = 5 %: ``judges.FLUENCY_LIMIT`` is their 95th percentile.
+#: The least broken share (%) granted to pi_ref's samples, 100 - 95, since ``judges.FLUENCY_LIMIT`` is the 95th
+#: percentile of their perplexity.
 BROKEN_FLOOR = 5.0
 
 
@@ -480,6 +481,21 @@ def position_change(df: pd.DataFrame, base_label: str = "greedy", length: int | 
                          "changed": float(a != b)})
     out = pd.DataFrame(rows)
     return out.groupby(["label", "position"], as_index=False)["changed"].mean() if len(out) else out
+
+
+def front_change_share(df: pd.DataFrame, front: int = 5, base_label: str = "greedy") -> pd.DataFrame:
+    """Per record (other than the base): of the positions where its answer differs from the base's greedy answer,
+    the share that lies in the first ``front`` positions (NaN if identical), next to ``even`` = front / length, the
+    share of a change spread evenly. One measure for every method, so "SEA spreads its change more evenly than the
+    discrete methods" is a contrast between labels (``paired_vs`` over prompts), not a threshold on SEA alone."""
+    rows = []
+    for rec, ids, ref in _against_base(df, base_label):
+        length = max(len(ids), len(ref))
+        changed = [t for t in range(length) if t >= min(len(ids), len(ref)) or ids[t] != ref[t]]
+        share = sum(t < front for t in changed) / len(changed) if changed else float("nan")
+        rows.append({"label": rec["label"], "prompt_id": rec["prompt_id"], "front_share": share,
+                     "even": front / length if length else float("nan"), "changed": len(changed) / max(length, 1)})
+    return pd.DataFrame(rows)
 
 
 def first_change(df: pd.DataFrame, base_label: str = "greedy") -> pd.DataFrame:

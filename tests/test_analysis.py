@@ -256,3 +256,16 @@ def test_frontier_points_reads_best_of_n_and_sea_budgets():
     assert points["budget"].tolist()[:4] == [1.0, 4.0, 10.0, 30.0] and np.isnan(points["budget"].iloc[4])
     front = analysis.frontier(points)
     assert list(front.index) == points["label"].tolist()  # the points' order, not alphabetical
+
+
+def test_front_change_share_is_one_measure_for_every_method():
+    greedy = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    rows = [record("greedy", 0, "", 0.0, greedy),
+            record("bon", 0, "", 0.0, [0] * 10),  # differs everywhere: half of 10 changes are in the first 5
+            record("args", 0, "", 0.0, [0, 0] + greedy[2:]),  # only the first two tokens change
+            record("sea", 0, "", 0.0, greedy[:9] + [0]),  # only the last one
+            record("same", 0, "", 0.0, greedy)]
+    out = analysis.front_change_share(pd.DataFrame(rows), front=5).set_index("label")
+    assert out.loc["bon", "front_share"] == 0.5 and out.loc["bon", "even"] == 0.5
+    assert out.loc["args", "front_share"] == 1.0 and out.loc["sea", "front_share"] == 0.0
+    assert np.isnan(out.loc["same", "front_share"]) and out.loc["args", "changed"] == pytest.approx(0.2)
