@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: venv book test chromium clean distclean
+.PHONY: venv book test data chromium clean distclean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# Downloads the data sets into $SEA_DATA_DIR (else ../shared/data), each checked against its pinned sha256; files
+# already there are kept. Reports what it could not fetch (offline, say) without failing: see README "Get the data".
+data: $(STAMP)
+	$(PY) -m sea_minimal data fetch --best-effort
 
 # Headless Chromium for the rendered-book test (tests/test_book.py skips it without one): Debian's package, as root.
 chromium:

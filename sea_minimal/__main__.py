@@ -1,5 +1,6 @@
-"""Command line: ``python -m sea_minimal align "prompt"``, ``python -m sea_minimal run grid.yaml`` and
-``python -m sea_minimal merge target.jsonl part.jsonl`` (folds parallel workers' results files together).
+"""Command line: ``python -m sea_minimal align "prompt"``, ``python -m sea_minimal run grid.yaml``,
+``python -m sea_minimal merge target.jsonl part.jsonl`` (folds parallel workers' results files together) and
+``python -m sea_minimal data fetch`` (downloads the data sets, checked by sha256: sea_minimal/data_fetch.py).
 
 Runs SEA with the bundled defaults (SmolLM2-135M-Instruct, the demo vocabulary reward) and prints the
 initial and final texts; ``--json FILE`` writes the full result (texts, trajectories, config, versions).
@@ -16,6 +17,8 @@ from .config import SEAConfig
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .data import FILES
+
     parser = argparse.ArgumentParser(prog="python -m sea_minimal",
                                      description="SEA: inference-time alignment in continuous space (sea_minimal).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +58,22 @@ def _parser() -> argparse.ArgumentParser:
                                        "config hash, prompt id and seed); merging twice adds nothing.")
     merge.add_argument("target", help="the results file to complete, e.g. results/advbench_ablations.jsonl")
     merge.add_argument("parts", nargs="+", help="results files written with `run --results`")
+    data = sub.add_parser("data", help="download the data sets into a data directory",
+                          description="Manage the data directory that sea_minimal.data reads.")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    fetch = data_sub.add_parser("fetch", help="download every data set from its public source, checked by sha256",
+                                description="Download each data set from its public source (pinned to a commit or "
+                                            "tag), check its pinned sha256 and write the layout the loaders read; "
+                                            "files already there with the right hash are skipped, so rerunning is "
+                                            "safe (see sea_minimal/data_fetch.py for the sources).")
+    fetch.add_argument("--dir", metavar="DIR", help="data directory (default: $SEA_DATA_DIR, else ../shared/data "
+                                                    "beside the repository)")
+    fetch.add_argument("--only", metavar="NAME", nargs="+", action="extend",
+                       help=f"only these data sets (default: all of {', '.join(FILES)})")
+    fetch.add_argument("--best-effort", action="store_true",
+                       help="report the files that could not be fetched, but exit with status 0")
+    fetch.add_argument("--force", action="store_true",
+                       help="replace a file that is there with another sha256 (default: refuse and say so)")
     return parser
 
 
@@ -109,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run_grid(args)
+    if args.command == "data":
+        from .data_fetch import fetch
+
+        return fetch(args.dir, args.only, force=args.force, best_effort=args.best_effort)
     if args.command == "merge":
         from .runner import merge_results
 
