@@ -299,6 +299,25 @@ def choose_setting(summary: pd.DataFrame, recipes: dict[str, Sequence[str]], ref
     return pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
 
 
+def rewrite_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """The released recipe's rewrite step, per label with rewrite candidates (``source`` "rewrite of chain k"): how
+    many rewrites there were, the share cut at ``rewrite_tokens`` before the model stopped (``cut``), their mean
+    length in tokens, and the share of final answers that are a rewrite rather than an optimised chain (%)."""
+    rows = []
+    for label, g in df.groupby("label", sort=False):
+        rewrites, picked = [], []
+        for _, rec in g.iterrows():
+            cands = list(rec["candidates"])
+            rewrites += [c for c in cands if str(c.get("source", "")).startswith("rewrite")]
+            picked.append(str(cands[rec["selected"]].get("source", "")).startswith("rewrite"))
+        if rewrites:
+            rows.append({"label": label, "answers": len(g), "rewrites": len(rewrites),
+                         "cut %": 100 * float(np.mean([bool(c.get("cut")) for c in rewrites])),
+                         "rewrite tokens": float(np.mean([len(c["token_ids"]) for c in rewrites])),
+                         "final pick is a rewrite %": 100 * float(np.mean(picked))})
+    return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()
+
+
 def best_of_first(df: pd.DataFrame, label: str, sizes: Sequence[int], limit: float = FLUENCY_LIMIT) -> pd.DataFrame:
     """Best-of-N for every N in ``sizes`` read from the records of one Best-of-M run (``label``, M >= max N): the
     first N candidates are N independent samples, so their reward argmax is a Best-of-N answer. Compute is the

@@ -269,3 +269,16 @@ def test_front_change_share_is_one_measure_for_every_method():
     assert out.loc["bon", "front_share"] == 0.5 and out.loc["bon", "even"] == 0.5
     assert out.loc["args", "front_share"] == 1.0 and out.loc["sea", "front_share"] == 0.0
     assert np.isnan(out.loc["same", "front_share"]) and out.loc["args", "changed"] == pytest.approx(0.2)
+
+
+def test_rewrite_stats_counts_cut_rewrites_and_rewritten_picks():
+    chains = [{"source": f"chain {k}", "token_ids": [1] * 4, "reward": 0.0} for k in range(2)]
+    rewrites = [{"source": "rewrite of chain 0", "token_ids": [1] * 8, "reward": 1.0, "cut": True},
+                {"source": "rewrite of chain 1", "token_ids": [1] * 2, "reward": -1.0, "cut": False}]
+    rows = [{**record("ref", 0, "", 1.0, []), "candidates": chains + rewrites, "selected": 2},
+            {**record("ref", 1, "", 0.0, []), "candidates": chains + rewrites, "selected": 0},
+            {**record("langevin", 0, "", 0.0, []), "candidates": chains, "selected": 1}]
+    out = analysis.rewrite_stats(pd.DataFrame(rows))
+    assert list(out.index) == ["ref"]  # no rewrites, no row
+    assert out.loc["ref", "cut %"] == 50 and out.loc["ref", "final pick is a rewrite %"] == 50
+    assert out.loc["ref", "rewrite tokens"] == 5 and out.loc["ref", "rewrites"] == 4
