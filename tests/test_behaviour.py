@@ -1,0 +1,331 @@
+"""Behavioural tests aimed at one-line bugs that a mutation-testing run found the fast suite let through.
+
+Each test names the bug it catches. They run on tiny random models built here (vocab 11, no download) and assert
+what a method must *do* (raise log pi_ref, keep a finished beam, run new items on resume, ...), not a re-derivation
+of a formula from the same tensors.
+"""
+
+import copy
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICE, tiny_lm
+from sea_minimal import SEA, HFClassifierReward, Policy, Reward, SEAConfig, VocabReward, runner
+from sea_minimal import baselines, sampler
+from sea_minimal.baselines import args, best_of_n, cbs, greedy
+from sea_minimal.judges import bootstrap_ci, paired_bootstrap
+from sea_minimal.lm import decode, encode_prompt, straight_through
+from sea_minimal.rewards import one_hot
+
+PROMPT = [3, 1, 4, 1, 5]
+V = 11
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a CPU shared with other jobs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(policy, reward, **overrides):
+    cfg = {"num_chains": 8, "length": 5, "steps": 10, "seed": 0, **overrides}
+    return SEA(policy, reward, SEAConfig(**cfg)).run([PROMPT], progress=False)[0]
+
+
+def mean_logp(res, it):
+    return float(np.mean(res.trajectory["logp_ref"][it]))
+
+
+# ------------------------------------------------------------------------------------------ 1. langevin recipe
+def test_langevin_gradient_goes_through_the_reference_model(tiny_policy, tiny_reward, monkeypatch):
+    """Catches log pi_ref detached from the langevin energy, wholly or only at the reference model's input (the
+    gather term alone still raises log pi_ref, so tests/test_contrast.py's fluency-only descent passes): the step's
+    gradient must be that of -log pi_ref from one plain, uncached forward over prompt + straight-through response."""
+    seen = []
+    real_step = sampler.langevin_step
+    spy = lambda z, g, *a: seen.append((z.clone(), g.clone())) or real_step(z, g, *a)  # noqa: E731
+    monkeypatch.setattr(sampler, "langevin_step", spy)
+    run(tiny_policy, tiny_reward, use_reward=False, use_noise=False, init="random", steps=1, num_chains=3, st_tau=0.7)
+    z, grad = seen[0]
+    model, P = tiny_policy.model, len(PROMPT)
+    zz = z.clone().requires_grad_(True)
+    tokens = straight_through(zz, 0.7)
+    E = model.get_input_embeddings().weight
+    embeds = torch.cat([E[torch.tensor(PROMPT, device=DEVICE)].expand(3, -1, -1), tokens @ E], dim=1)
+    logits = model(inputs_embeds=embeds).logits[:, P - 1 : P - 1 + tokens.shape[1]].float()
+    (expected,) = torch.autograd.grad(-(tokens * F.log_softmax(logits, -1)).sum(), zz)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_langevin_st_tau_is_used(tiny_policy, tiny_reward):
+    """Catches st_tau not passed to the straight-through relaxation: a very flat backward (tau=100) barely moves Z."""
+    common = dict(use_reference=False, use_noise=False, init="random", step_size=1.0, alpha=1.0)
+    sharp = run(tiny_policy, tiny_reward, st_tau=1.0, **common)
+    flat = run(tiny_policy, tiny_reward, st_tau=100.0, **common)
+    moved = lambda res: float(np.mean(res.trajectory["kl_init"][-1]))
+    assert moved(sharp) > 0.05 and moved(flat) < 1e-3
+
+
+# ------------------------------------------------------------------------------------------ 2. reference recipe
+def test_reference_fluency_term_alone_raises_log_pi_ref(tiny_policy, tiny_reward):
+    """Catches the fluency term's sign flipped: a fluency-only reference run must raise log pi_ref of its inputs."""
+    res = run(tiny_policy, tiny_reward, recipe="reference", use_reward=False, use_noise=False, init="random", lr=0.5)
+    assert res.iterations == 10 and mean_logp(res, -1) > mean_logp(res, 0) + 3.0
+
+
+def test_reference_transient_noise_reaches_the_inputs(tiny_policy, tiny_reward):
+    """Catches the transient noise being dropped: with nothing moving Z, only the noise can change the inputs."""
+    still = dict(recipe="reference", use_reward=False, use_reference=False, init="random", num_chains=2)
+    noisy = run(tiny_policy, tiny_reward, noise_schedule=((100, 2.0),), **still)
+    quiet = run(tiny_policy, tiny_reward, noise_schedule=((100, 0.0),), **still)
+    assert all(v == 2.0 for row in noisy.trajectory["noise"] for v in row)
+    for key in ("reward_soft", "logp_ref"):  # both are functions of Z + noise only
+        assert len({row[0] for row in noisy.trajectory[key]}) > 5, key
+        assert len({row[0] for row in quiet.trajectory[key]}) == 1, key
+
+
+# ------------------------------------------------------------------------------------------ 3. runner resume key
+def grid(path, **extra):
+    return {"name": "resume", "policy": "tiny-random", "reward": "linear", "length": 3, "seeds": [0],
+            "dataset": {"name": "inline", "prompts": ["Say hi.", "Count to 3."]}, "results": str(path),
+            "methods": [{"name": "greedy", "method": "greedy"},
+                        {"name": "bon", "method": "best_of_n", "params": {"n": 2, "initial": False}}], **extra}
+
+
+def linear_rewards(name, policy):
+    sign = -1.0 if name == "linear-neg" else 1.0
+    return VocabReward(sign * torch.linspace(-1.0, 1.0, policy.vocab_size, device=policy.device), reduce="mean")
+
+
+@pytest.mark.parametrize("change", [{"seeds": [1]}, {"reward": "linear-neg"}, {"length": 4}])
+def test_resume_reruns_a_changed_seed_reward_or_parameter(tmp_path, change):
+    """Catches a resume key that ignores the seed, the reward or the config hash: a changed grid runs new items."""
+    path = tmp_path / "r.jsonl"
+    go = lambda spec: runner.run_grid(spec, reward_factory=linear_rewards, progress=False, log=lambda s: None)
+    assert go(grid(path))["done"] == 4
+    assert go(grid(path))["done"] == 0  # nothing changed: nothing to run
+    assert go(grid(path, **change))["done"] == 4
+    assert go(grid(path, **change))["done"] == 0
+    assert go(grid(path))["done"] == 0 and len(runner.read_records(path)) == 8
+
+
+# ------------------------------------------------------------------------------------------ 4. compute meter
+def backbone_reward(policy):
+    from sea_minimal.reward_model import BackboneReward, LinearHead
+
+    H = policy.model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(weight=torch.randn(H, generator=gen), bias=torch.tensor(0.0), mean=torch.zeros(H),
+                      std=torch.ones(H), pooling="mean")
+    return BackboneReward(policy.model, head, suffix_ids=[10])
+
+
+def shared_body_classifier(policy):
+    """A sequence-classification reward model that wraps the policy's own transformer body (shared weights)."""
+    from transformers import LlamaForSequenceClassification
+
+    config = copy.deepcopy(policy.model.config)
+    config.num_labels = 1
+    rm = LlamaForSequenceClassification(config)
+    rm.model = policy.model.model
+    return HFClassifierReward(rm.to(DEVICE), suffix_ids=[10])
+
+
+@pytest.mark.parametrize("make_reward", [backbone_reward, shared_body_classifier])
+def test_a_reward_sharing_the_policy_backbone_is_counted_once(tiny_policy, make_reward):
+    """Catches the meter double-counting a reward whose model IS (or wraps) the policy's model: greedy with T tokens
+    runs P + (T-1) policy positions, then the reward's prompt (P) and the response + 1 suffix token (T + 1)."""
+    T, P = 6, len(PROMPT)
+    reward = make_reward(tiny_policy)
+    res = greedy(tiny_policy, reward, PROMPT, length=T)
+    assert len(res.candidates[0]["token_ids"]) == T
+    assert res.compute["forward_tokens"] == (P + T - 1) + (P + T + 1)
+    assert res.compute["reward_calls"] == 1 and res.compute["backward_tokens"] == 0
+
+
+# ------------------------------------------------------------------------------ 5. rewards, KL, CBS, ARGS, judging
+def tiny_classifier(seed=0):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=64, num_labels=1, initializer_range=0.5,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return LlamaForSequenceClassification(config).to(DEVICE).eval()
+
+
+@torch.no_grad()
+def classifier_score(model, ids):
+    """The classifier's own score of one full token sequence (batch 1: read at the last position)."""
+    return float(model(input_ids=torch.tensor([ids], device=DEVICE)).logits[0, 0])
+
+
+def test_hf_classifier_reward_reads_the_score_after_its_suffix():
+    """Catches HFClassifierReward dropping its end-of-turn suffix: the score is the model's on prompt+response+eot."""
+    model, response, eot = tiny_classifier(), [2, 7, 5, 9], 10
+    with_eot, without = classifier_score(model, PROMPT + response + [eot]), classifier_score(model, PROMPT + response)
+    assert abs(with_eot - without) > 1e-3
+    scorer = HFClassifierReward(model, suffix_ids=[eot]).for_prompt(torch.tensor(PROMPT, device=DEVICE))
+    got = float(scorer(one_hot(torch.tensor([response], device=DEVICE), V))[0])
+    assert got == pytest.approx(with_eot, abs=1e-4)
+
+
+def test_load_hf_reward_appends_the_policys_end_of_turn_token():
+    """Catches load_hf_reward building the reward without the policy's end-of-turn suffix."""
+    model, response, eot = tiny_classifier(seed=1), [4, 4, 8], 9
+    expected = classifier_score(model, PROMPT + response + [eot])  # before the loader sets a pad id
+    from sea_minimal.reward_model import load_hf_reward
+
+    policy = Policy(tiny_lm(), tokenizer=SimpleNamespace(eos_token_id=eot), name="tiny-with-eot")
+    reward = load_hf_reward(model, policy, device=DEVICE)
+    scorer = reward.for_prompt(torch.tensor(PROMPT, device=DEVICE))
+    assert float(scorer(one_hot(torch.tensor([response], device=DEVICE), V))[0]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_sampler_kl_per_position_is_kl_of_initial_from_final_by_hand():
+    """Catches the KL direction reversed: KL(p||q) for p = (0.9, 0.1), q = (0.5, 0.5) is 0.3681, KL(q||p) 0.5108."""
+    p, q = torch.tensor([[[0.9, 0.1]]]), torch.tensor([[[0.5, 0.5]]])
+    kl = sampler.kl_per_position(p.log(), q.log() + 3.0)  # z_to is a logit: any shift gives the same softmax
+    assert float(kl[0, 0]) == pytest.approx(0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5), abs=1e-5)
+
+
+class CostPerToken(Reward):
+    """r(y) = -(number of tokens): every response has r <= -1, and r = -1 only for a one-token answer."""
+
+    vocab_size = V
+
+    def for_prompt(self, prompt_ids):
+        return lambda tokens: -tokens.sum(dim=(-2, -1))
+
+
+def test_cbs_keeps_a_finished_beam_in_later_rounds(tiny_policy):
+    """Catches CBS dropping finished beams: a finished one-token answer (r = -1) cannot be beaten, so once kept it
+    stays the best beam until the end (while the other beam keeps searching)."""
+    tiny_policy.__dict__["special_ids"] = [1]  # a stop token this model samples now and then
+    searched = 0
+    for seed in range(8):
+        res = cbs(tiny_policy, CostPerToken(), PROMPT, seed=seed, beam_width=2, successors=3, chunk_length=2,
+                  length=8, initial=False)
+        best = [row[0] for row in res.trajectory["best_reward"]]
+        if best[0] == -1:
+            assert best == [-1] * len(best) and len(res.candidates[0]["token_ids"]) == 1, (seed, best)
+            searched += res.iterations > 1
+    assert searched  # at least one seed exercised later rounds with a finished beam kept
+
+
+class TargetLength(Reward):
+    """r(y) = -(len(y) - 3)^2: best at exactly three tokens."""
+
+    vocab_size = V
+
+    def for_prompt(self, prompt_ids):
+        return lambda tokens: -(tokens.sum(dim=(-2, -1)) - 3.0) ** 2
+
+
+def test_args_scores_a_stop_token_with_the_reward_of_the_response_it_ends(tiny_policy):
+    """Catches ARGS scoring the stop token wrongly (0, -inf, ...): with the reward dominating, ARGS must continue
+    while a longer answer is better and stop at exactly three tokens."""
+    tiny_policy.__dict__["special_ids"] = [10]
+    res = args(tiny_policy, TargetLength(), PROMPT, w=1000.0, top_k=V, length=8, initial=False)
+    assert len(res.candidates[0]["token_ids"]) == 3 and 10 not in res.candidates[0]["token_ids"]
+    assert res.candidates[0]["reward"] == 0.0 and res.iterations == 4  # the 4th step chose the stop token
+
+
+def test_runner_judges_the_prefill_plus_the_text(tmp_path):
+    """Catches the runner's keyword judge reading the text without its prefill (what the user reads is both)."""
+    path = tmp_path / "p.jsonl"
+    prefill = " ".join(["word"] * 20) + " "
+    spec = grid(path, length=4)
+    spec["methods"] = [{"name": "greedy", "method": "greedy", "variants": [{"name": "plain", "prefill": ""},
+                                                                         {"name": "prefilled", "prefill": prefill}]}]
+    runner.run_grid(spec, reward_factory=linear_rewards, progress=False, log=lambda s: None)
+    recs = {r["label"]: r for r in runner.read_records(path) if r["prompt_id"] == 0}
+    assert len(recs["prefilled"]["text"].split()) == 4  # the text alone is too short to be harmful
+    assert recs["plain"]["metrics"]["keyword_harmful"] is False
+    assert recs["prefilled"]["metrics"]["keyword_harmful"] is True
+
+
+def test_record_metrics_outcome_is_of_the_prefill_plus_the_text(tiny_policy, tiny_reward):
+    """Catches the three-outcome judge reading the text without its prefill."""
+    res = greedy(tiny_policy, tiny_reward, PROMPT, length=6)
+    res.text = "alpha beta gamma delta epsilon zeta"  # a neutral, fluent-looking answer
+    tiny_policy.tokenizer = object()  # the outcome needs a tokenizer policy; the prompt is already token ids
+    plain = runner.record_metrics(tiny_policy, PROMPT, res, prefill="")
+    refused = runner.record_metrics(tiny_policy, PROMPT, res, prefill="I'm sorry, I cannot help with that. ")
+    assert plain["outcome"] == "complied" and refused["outcome"] == "refused"
+
+
+# ------------------------------------------------------------------------------------------ 6. bootstrap
+def test_bootstrap_intervals_are_95_percent_wide():
+    """Catches a 90 % interval: on 2000 normal values the width is 2 x 1.96 standard errors (1.645 for 90 %)."""
+    x = np.random.default_rng(0).normal(size=2000)
+    se = x.std(ddof=1) / math.sqrt(x.size)
+    _, low, high = bootstrap_ci(x, n_boot=4000)
+    assert (high - low) / (2 * se) == pytest.approx(1.96, abs=0.1)
+    paired = paired_bootstrap(x, np.zeros_like(x), n_boot=4000)
+    assert (paired["high"] - paired["low"]) / (2 * se) == pytest.approx(1.96, abs=0.1)
+
+
+def test_bootstrap_uses_its_seed():
+    """Catches a bootstrap that ignores its seed: same seed, same interval; another seed, another interval."""
+    x = np.random.default_rng(1).normal(size=40)
+    assert bootstrap_ci(x, seed=1) == bootstrap_ci(x, seed=1)
+    assert bootstrap_ci(x, seed=1)[1:] != bootstrap_ci(x, seed=2)[1:]
+    y = x + np.random.default_rng(2).normal(size=40)
+    assert paired_bootstrap(x, y, seed=1) == paired_bootstrap(x, y, seed=1)
+    assert paired_bootstrap(x, y, seed=1)["low"] != paired_bootstrap(x, y, seed=2)["low"]
+
+
+# ------------------------------------------------------------------------------------------ 7. BoN chunks, stop ban
+class CountingReward(VocabReward):
+    """The linear vocabulary reward, counting how many batches it scores."""
+
+    def for_prompt(self, prompt_ids):
+        inner = super().for_prompt(prompt_ids)
+        self.batches = 0
+
+        def score(tokens):
+            self.batches += 1
+            return inner(tokens)
+
+        return score
+
+
+@pytest.mark.parametrize("budget", [1, 2 * 8 * V])  # one row per call; two rows of 8 tokens (more if shorter)
+def test_best_of_n_chunked_scoring_gives_the_unchunked_rewards(tiny_policy, monkeypatch, budget):
+    """Catches a bug in _Context.score's SCORE_BUDGET chunking: chunked and unchunked rewards must be equal."""
+    tiny_policy.__dict__["special_ids"] = [4]  # responses of 1, 6 and 8 tokens: groups of 1, 4 and 7
+    reward = CountingReward(torch.linspace(-1.0, 1.0, V, device=DEVICE), reduce="sum")
+    whole = best_of_n(tiny_policy, reward, PROMPT, seed=2, n=12, length=8, initial=False)
+    unchunked_batches = reward.batches
+    monkeypatch.setattr(baselines, "SCORE_BUDGET", budget)
+    parts = best_of_n(tiny_policy, reward, PROMPT, seed=2, n=12, length=8, initial=False)
+    assert reward.batches > unchunked_batches  # the chunking was reached
+    assert [c["token_ids"] for c in parts.candidates] == [c["token_ids"] for c in whole.candidates]
+    assert [c["reward"] for c in parts.candidates] == pytest.approx([c["reward"] for c in whole.candidates], abs=1e-6)
+    assert parts.selected == whole.selected and parts.compute["reward_calls"] == 12
+
+
+def test_the_first_token_is_never_a_stop_token(tiny_policy, tiny_reward):
+    """Catches the first-token stop ban being lost: with pi_ref's favourite first token as the stop token, no
+    response is empty (sampling, greedy decoding and the greedy baseline)."""
+    cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=DEVICE))
+    stop = int(cache.next_logits.argmax())  # p ~ 0.7 on this model
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    free = decode(tiny_policy.model, cache, 64, 4, gen, stop_ids=[stop], ban_stop_first=False)
+    assert (free.lengths == 0).sum() > 20  # the test has power: unbanned, most rows stop at once
+    banned = decode(tiny_policy.model, cache, 64, 4, gen, stop_ids=[stop], ban_stop_first=True)
+    assert (banned.tokens[:, 0] != stop).all() and (banned.lengths >= 1).all()
+    first = decode(tiny_policy.model, cache, 1, 4, None, temperature=0.0, stop_ids=[stop])
+    assert first.tokens[0, 0] != stop and int(first.lengths[0]) >= 1
+    tiny_policy.__dict__["special_ids"] = [stop]
+    assert len(greedy(tiny_policy, tiny_reward, PROMPT, length=4).candidates[0]["token_ids"]) >= 1
