@@ -345,8 +345,9 @@ def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
                     sizes: Sequence[int] = (1, 4, 16, 64, 256)) -> pd.DataFrame:
     """The rows :func:`frontier` needs, from judged records (``add_judges``): Best-of-N for every N in ``sizes`` read
     from the ``bon_label`` records (:func:`best_of_first`; sizes above its sample count are left out), and every other
-    record as one point. ``family`` is the label before any ``[`` (``sea-langevin[its=30]`` -> ``sea-langevin``),
-    ``budget`` the SEA iteration count (``params["steps"]``) or N."""
+    record as one point. ``family`` joins the iteration budgets of one method (``sea-langevin[its=30]`` ->
+    ``sea-langevin``; any other label is its own family), ``budget`` the SEA iteration count (``params["steps"]``)
+    or N."""
     parts = []
     bon = df[df["label"] == bon_label]
     if len(bon):
@@ -360,7 +361,7 @@ def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
         parts.append(pd.DataFrame({"label": rest["label"].values, "prompt_id": rest["prompt_id"].values,
                                    "reward": rest["reward"].astype(float).values, "outcome": rest["outcome"].values,
                                    "compute_tokens": rest["compute_tokens"].astype(float).values,
-                                   "family": rest["label"].str.split("[", regex=False).str[0].values,
+                                   "family": [lab.split("[")[0] if "[its=" in lab else lab for lab in rest["label"]],
                                    "budget": steps}))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(out):

@@ -248,11 +248,13 @@ def test_frontier_points_reads_best_of_n_and_sea_budgets():
     rows = [{**record("bon", 0, "", 3.0, []), "candidates": cands, "params": {"n": 4}},
             {**record("sea-langevin[its=10]", 0, REFUSAL, 2.0, [1]), "params": {"steps": 10}},
             {**record("sea-langevin[its=30]", 0, REFUSAL, 4.0, [1]), "params": {"steps": 30}},
-            {**record("args", 0, HARMFUL, 1.0, [1]), "params": {"w": 0.5}}]
+            {**record("args", 0, HARMFUL, 1.0, [1]), "params": {"w": 0.5}},
+            {**record("cbs[chunk=10]", 0, HARMFUL, 1.0, [1]), "params": {"chunk_length": 10}}]
     df = analysis.add_judges(pd.DataFrame(rows), minilm=False)
     points = analysis.frontier_points(df, sizes=(1, 4, 16))  # 16 > the 4 samples recorded: left out
-    assert points["label"].tolist() == ["bon[n=1]", "bon[n=4]", "sea-langevin[its=10]", "sea-langevin[its=30]", "args"]
-    assert points["family"].tolist() == ["best-of-n"] * 2 + ["sea-langevin"] * 2 + ["args"]
+    assert points["label"].tolist() == ["bon[n=1]", "bon[n=4]", "sea-langevin[its=10]", "sea-langevin[its=30]", "args",
+                                        "cbs[chunk=10]"]
+    assert points["family"].tolist() == ["best-of-n"] * 2 + ["sea-langevin"] * 2 + ["args", "cbs[chunk=10]"]
     assert points["budget"].tolist()[:4] == [1.0, 4.0, 10.0, 30.0] and np.isnan(points["budget"].iloc[4])
     front = analysis.frontier(points)
     assert list(front.index) == points["label"].tolist()  # the points' order, not alphabetical
