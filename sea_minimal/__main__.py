@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is much faster on a "
                                                  "CPU shared with other jobs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--batch-prompts", type=int, metavar="N",
+                     help="decode up to N prompts together in methods that have a batched form (greedy); the records "
+                          "are the same as one prompt at a time (default: the grid's `batch_prompts:`, else 1)")
     merge = sub.add_parser("merge", help="fold results files of parallel workers into one",
                            description="Append to TARGET every record of the PARTS that TARGET lacks (same label, "
                                        "config hash, prompt id and seed); merging twice adds nothing.")
@@ -97,6 +100,10 @@ def _run_grid(args) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        if args.batch_prompts is not None:
+            if args.batch_prompts < 1:
+                raise GridError(f"--batch-prompts must be a positive integer, got {args.batch_prompts}.")
+            grid.batch_prompts = args.batch_prompts
         run_grid(grid, progress=not args.quiet, limit=args.limit)
     except (GridError, ModelLoadError, VocabMismatchError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from .compute import ComputeMeter
-from .lm import PromptCache, Samples, decode, encode_prompt, step_logits  # noqa: F401 (PromptCache, Samples: re-exported)
+from .lm import PromptCache, Samples, decode, encode_prompt, greedy_batch as _greedy_batch, step_logits  # noqa: F401 (PromptCache, Samples: re-exported)
 from .models import Policy
 from .rewards import Reward, one_hot
 from .sampler import SEAResult, library_versions
@@ -150,6 +150,36 @@ def greedy(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = 
         return [_candidate("greedy", ids, r)], 0, {"initial": (ids, r)}
 
     return _run("greedy", policy, reward, prompt, seed, {"length": length, "fixed_length": fixed_length}, body)
+
+
+def greedy_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int], length: int = DEFAULT_LENGTH,
+                fixed_length: bool = False) -> list[SEAResult]:
+    """:func:`greedy` for several prompts, decoded in one left-padded batch (:func:`sea_minimal.lm.greedy_batch`).
+
+    Each result has the shape and the compute of the one-prompt run: its prompt forward and its reward call are
+    metered per prompt as there, plus the decoding positions the one-prompt run would have run (``emitted - 1``);
+    its wall time is its share of the batch's decoding plus its own scoring. Texts equal :func:`greedy`'s up to
+    floating-point near-ties (the runner uses this with ``--batch-prompts``).
+    """
+    _check_length(length)
+    start = time.perf_counter()
+    stop_ids = [] if fixed_length else list(policy.special_ids)
+    banned = list(policy.special_ids) if fixed_length else []
+    encoded = [policy.encode_prompt(p) for p in prompts]
+    batch = _greedy_batch(policy.model, encoded, length, stop_ids, banned_ids=banned)
+    share = (time.perf_counter() - start) / len(prompts)
+    out = []
+    for prompt, seed, ids, emitted in zip(prompts, seeds, batch.ids, batch.emitted):
+        def body(ctx, ids=ids):
+            r = ctx.score([ids])[0]
+            return [_candidate("greedy", ids, r)], 0, {"initial": (ids, r)}
+
+        res = _run("greedy", policy, reward, prompt, seed, {"length": length, "fixed_length": fixed_length}, body)
+        res.compute["forward_tokens"] += int(emitted) - 1
+        res.compute["wall_time"] += share
+        res.wall_time += share
+        out.append(res)
+    return out
 
 
 def sampled(policy: Policy, reward: Reward, prompt, seed: int = 0, length: int = DEFAULT_LENGTH,
@@ -313,3 +343,6 @@ def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int =
 
 
 BASELINES = {"greedy": greedy, "sampled": sampled, "best_of_n": best_of_n, "args": args, "cbs": cbs}
+#: Methods with a many-prompt form ``fn(policy, reward, prompts, seeds, **params) -> [SEAResult]`` (the runner's
+#: ``batch_prompts``); the others run one prompt at a time.
+BATCHED = {"greedy": greedy_many}

@@ -15,6 +15,8 @@ Grid file (see ``grids/smoke.yaml``)::
     results: results/smoke.jsonl      # relative paths are relative to the working directory
     device: cpu                       # optional (default: cuda when available)
     threads: 1                        # optional torch CPU threads (1 is far faster on a CPU shared with other jobs)
+    batch_prompts: 1                  # optional: prompts decoded together by methods with a batched form (greedy);
+                                      # records are the same as one at a time (``run --batch-prompts N`` overrides)
     data_dir: null                    # optional (default: $SEA_DATA_DIR, else ../shared/data)
     methods:
       - {name: greedy, method: greedy}
@@ -81,6 +83,7 @@ class Grid:
     sleep: float = 0.0  # seconds to wait after each item (demos and the kill/resume test)
     threads: int | None = None  # torch CPU threads (1 is far faster on a CPU shared with other jobs)
     system_prompt: str | None = None  # None keeps the chat template's default system message
+    batch_prompts: int = 1  # prompts run together by methods in baselines.BATCHED (greedy); others run one by one
     raw: dict = field(default_factory=dict)
 
 
@@ -162,7 +165,14 @@ def parse_grid(spec: dict, results: str | os.PathLike | None = None) -> Grid:
     out = results or spec.get("results") or f"results/{name}.jsonl"
     return Grid(name=name, methods=methods, dataset=dataset, seeds=seeds, results=Path(out), policy=policy,
                 reward=reward, device=spec.get("device"), data_dir=spec.get("data_dir"),
-                sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), system_prompt=system_prompt, raw=spec)
+                sleep=float(spec.get("sleep", 0.0)), threads=spec.get("threads"), system_prompt=system_prompt,
+                batch_prompts=_positive_int(spec.get("batch_prompts", 1), "batch_prompts"), raw=spec)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GridError(f"`{name}:` must be a positive integer, got {value!r}.")
+    return value
 
 
 def label_matches(label: str, pattern: str) -> bool:
@@ -414,6 +424,42 @@ def pending_items(grid: Grid, prompts: list[dict], done: set) -> list[tuple[Meth
             if (m.label, m.config_hash, row["id"], s) not in done]
 
 
+def _batches(pending: list, size: int) -> list[list]:
+    """Pending items in run order, as groups run together: up to ``size`` items of one method and seed for a
+    method with a batched form (baselines.BATCHED), single items otherwise. Each group keeps its first item's place."""
+    from .baselines import BATCHED
+
+    groups, open_groups = [], {}
+    for item in pending:
+        spec, _, seed = item
+        if size <= 1 or spec.method not in BATCHED:
+            groups.append([item])
+            continue
+        key = (spec.label, seed)
+        if key not in open_groups or len(open_groups[key]) >= size:
+            open_groups[key] = [item]
+            groups.append(open_groups[key])
+        else:
+            open_groups[key].append(item)
+    return groups
+
+
+def _record(grid, spec, row, seed, prefill, prompt, res, policy, reward, judge, wall_time: float) -> dict:
+    """The results-file line of one (method, prompt, seed) run."""
+    return {
+        "label": spec.label, "config_hash": spec.config_hash, "prompt_id": row["id"], "seed": seed,
+        "method": spec.method, "result_method": res.method, "params": spec.params, "grid": grid.name,
+        "dataset": grid.dataset["name"], "policy": grid.policy, "reward_name": grid.reward,
+        "prompt": row["prompt"], "prefill": prefill, "text": res.text, "selected": res.selected,
+        "candidates": res.candidates, "initial_texts": res.initial_texts,
+        "initial_rewards": res.initial_rewards, "iterations": res.iterations,
+        "trajectory": res.trajectory, "kl_per_position": res.kl_per_position,
+        "metrics": record_metrics(policy, prompt, res, judge, prefill, reward), "compute": res.compute,
+        "wall_time": wall_time, "versions": res.versions, "device": res.device,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | None = None,
              reward_factory: Callable | None = None, progress: bool = True, limit: int | None = None,
              log: Callable[[str], None] = print) -> dict:
@@ -447,32 +493,32 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
                   else policy_factory(grid.policy, grid.device))
         reward = (reward_factory or make_reward)(grid.reward, policy)
         judge = _keyword_judge()
-        bar = tqdm(pending, desc=grid.name, unit="run", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(pending), desc=grid.name, unit="run", disable=not progress, dynamic_ncols=True)
         done = 0
-        for spec, row, seed in bar:
-            bar.set_postfix_str(f"{spec.label} #{row['id']} seed {seed}")
+        for group in _batches(pending, grid.batch_prompts):
+            spec, seed = group[0][0], group[0][2]
+            more = f" +{len(group) - 1}" if len(group) > 1 else ""
+            bar.set_postfix_str(f"{spec.label} #{group[0][1]['id']}{more} seed {seed}")
             params = {k: v for k, v in spec.params.items() if k not in RUNNER_PARAMS}
             prefill = str(spec.params.get("prefill") or "")
-            prompt = prompt_input(policy, row["prompt"], prefill)
+            inputs = [prompt_input(policy, row["prompt"], prefill) for _, row, _ in group]
             start = time.perf_counter()
             try:
-                res = get_method(spec.method)(policy, reward, prompt, seed, **params)
+                if len(group) > 1:
+                    from .baselines import BATCHED
+
+                    outs = BATCHED[spec.method](policy, reward, inputs, [s for _, _, s in group], **params)
+                else:
+                    outs = [get_method(spec.method)(policy, reward, inputs[0], seed, **params)]
             except Exception as err:
-                raise RuntimeError(f"{spec.label} failed on prompt {row['id']} seed {seed}: {err}") from err
-            record = {
-                "label": spec.label, "config_hash": spec.config_hash, "prompt_id": row["id"], "seed": seed,
-                "method": spec.method, "result_method": res.method, "params": spec.params, "grid": grid.name,
-                "dataset": grid.dataset["name"], "policy": grid.policy, "reward_name": grid.reward,
-                "prompt": row["prompt"], "prefill": prefill, "text": res.text, "selected": res.selected,
-                "candidates": res.candidates, "initial_texts": res.initial_texts,
-                "initial_rewards": res.initial_rewards, "iterations": res.iterations,
-                "trajectory": res.trajectory, "kl_per_position": res.kl_per_position,
-                "metrics": record_metrics(policy, prompt, res, judge, prefill, reward), "compute": res.compute,
-                "wall_time": time.perf_counter() - start, "versions": res.versions, "device": res.device,
-                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            results.append(record)
-            done += 1
+                ids = ", ".join(str(row["id"]) for _, row, _ in group)
+                raise RuntimeError(f"{spec.label} failed on prompt {ids} seed {seed}: {err}") from err
+            share = (time.perf_counter() - start) / len(group)
+            for (_, row, seed), prompt, res in zip(group, inputs, outs):
+                results.append(_record(grid, spec, row, seed, prefill, prompt, res, policy, reward, judge,
+                                       share if len(group) > 1 else time.perf_counter() - start))
+                done += 1
+                bar.update(1)
             if grid.sleep:
                 time.sleep(grid.sleep)
         bar.close()
