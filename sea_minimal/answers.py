@@ -35,20 +35,27 @@ def last_boxed(text: str) -> str | None:
 
 def extract_answer(text: str) -> str | None:
     """The final answer a solution states (see the module docstring for the order), or None if it has none."""
+    return locate_answer(text)[0]
+
+
+def locate_answer(text: str) -> tuple[str | None, str | None]:
+    """(answer, where it came from): "boxed", "####", "answer is", "last number" (the fallback: a solution that
+    states no final answer, e.g. one cut off at the token cap, is read at its last number), or (None, None)."""
     boxed = last_boxed(text)
     if boxed is not None:
-        return boxed.strip()
+        return boxed.strip(), "boxed"
     if "####" in text:
         tail = text.rsplit("####", 1)[1].strip()
-        return tail.splitlines()[0].strip() if tail else None
+        if tail:
+            return tail.splitlines()[0].strip(), "####"
     said = list(_ANSWER_IS.finditer(text))
     if said:
         tail = said[-1].group(1).strip().splitlines()[0]
         tail = re.split(r"(?<=[^\d])\.\s|\.$", tail)[0].strip()  # up to the end of the sentence (not "1.5")
         if tail:
-            return tail
+            return tail, "answer is"
     numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+    return (numbers[-1], "last number") if numbers else (None, None)
 
 
 def _strip_command(s: str, name: str) -> str:
@@ -108,6 +115,31 @@ def is_correct(predicted: str | None, reference: str) -> bool:
 
 
 def check_solution(text: str, reference: str) -> dict:
-    """{answer: the extracted final answer (or None), correct: bool} for one model solution."""
-    answer = extract_answer(text)
-    return {"answer": answer, "correct": is_correct(answer, reference)}
+    """{answer: the extracted final answer (or None), source: where it came from (see :func:`locate_answer`),
+    correct: bool} for one model solution."""
+    answer, source = locate_answer(text)
+    return {"answer": answer, "source": source, "correct": is_correct(answer, reference)}
+
+
+#: The paper's reasoning table (LLaMA-3.2-1B-Instruct, accuracy %, the first 200 problems of each set).
+PAPER_REASONING = {"gsm8k": {"SFT": 32.0, "BoN-64": 57.0, "SEA": 58.0},
+                   "math500": {"SFT": 27.5, "BoN-64": 16.0, "SEA": 32.0}}
+#: A task is "testable" with a policy when its greedy accuracy's upper 95 % bound reaches this share (%): below it the
+#: policy is at the floor, and a reward-guided method has (almost) no right answer to move towards. Fixed before the
+#: runs (SmolLM2-135M-Instruct's published GSM8K score is about 1 %).
+TESTABLE_FLOOR = 10.0
+
+
+def judge_answers(df, references: dict, length: int | None = None):
+    """``df`` (runner records: ``prompt_id``, ``text``, ``length_tokens``) with ``answer`` (extracted), ``source``
+    (:func:`locate_answer`), ``correct`` (against ``references[prompt_id]``, the rule fixed before the runs),
+    ``correct_stated`` (correct *and* stated as a final answer, not read off the last number: the stricter reading)
+    and ``cut`` (the answer ran to ``length`` tokens: its end is missing)."""
+    out = df.copy()
+    checked = [check_solution(t, references[int(i)]) for i, t in zip(out["prompt_id"], out["text"])]
+    out["answer"] = [c["answer"] for c in checked]
+    out["source"] = [c["source"] for c in checked]
+    out["correct"] = [c["correct"] for c in checked]
+    out["correct_stated"] = out["correct"] & ~out["source"].isin(["last number"]) & out["source"].notna()
+    out["cut"] = (out["length_tokens"] >= length) if length else False
+    return out

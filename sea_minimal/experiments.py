@@ -40,6 +40,10 @@ EXPERIMENTS = {  # experiment name -> grid file in grids/
     # round 2: harmlessness-v2, 50 tokens (issue "Experiments that can tell whether SEA works")
     "tune_v2": "tune_sea_v2.yaml",
     "baselines_v2": "advbench_v2_baselines.yaml",
+    "sea_v2": "advbench_v2_sea.yaml",
+    # the paper's reasoning table, greedy row (issue "The paper's other two tables")
+    "gsm8k": "gsm8k_greedy.yaml",
+    "math500": "math500_greedy.yaml",
 }
 COMPUTE_MODES = ("if-empty", "missing", "never")
 SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}
@@ -63,7 +67,9 @@ def grid_spec(experiment: str) -> dict:
         return yaml.safe_load(fh)
 
 
-def _rescale_params(params: dict, scale: str) -> dict:
+def _rescale_params(params: dict, scale: str, keep_steps: bool = False) -> dict:
+    """``params`` at ``scale``; ``keep_steps`` leaves the iteration count as listed at paper scale (a grid whose
+    variants are iteration budgets, e.g. the frontier's 10 / 30 / 100: ``paper_steps: listed``)."""
     params = dict(params)
     if scale == "smoke":
         if "steps" in params:
@@ -73,7 +79,7 @@ def _rescale_params(params: dict, scale: str) -> dict:
         if "length" in params:
             params["length"] = SMOKE["length"]
     elif scale == "paper":
-        if "steps" in params:
+        if "steps" in params and not keep_steps:
             params["steps"] = PAPER["steps"]
         if "length" in params:
             params["length"] = PAPER["length"]
@@ -88,20 +94,25 @@ def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None,
         raise ValueError(f"scale={scale!r}: choose one of {SCALES}")
     spec = copy.deepcopy(grid_spec(experiment))
     if scale == "smoke":
-        spec["dataset"] = {**spec["dataset"], "ids": list(spec["dataset"]["ids"])[: SMOKE["prompts"]]}
+        dataset = spec["dataset"]
+        if "ids" in dataset:
+            spec["dataset"] = {**dataset, "ids": list(dataset["ids"])[: SMOKE["prompts"]]}
+        else:  # a `first: N` grid (the reasoning tasks)
+            spec["dataset"] = {**dataset, "first": min(int(dataset.get("first", SMOKE["prompts"])), SMOKE["prompts"])}
         spec["length"] = SMOKE["length"]
     elif scale == "paper":
         if spec.get("paper_prompts", "all") == "all":  # the tuning grid keeps its 5 held-out prompts
             spec["dataset"] = {"name": spec["dataset"]["name"]}  # every prompt
-        spec["length"] = PAPER["length"]
+        spec["length"] = int(spec.get("paper_length", PAPER["length"]))  # a worked solution needs more than 50
+    keep = spec.get("paper_steps") == "listed"
     for entry in spec["methods"]:
         if entry.get("params"):
-            entry["params"] = _rescale_params(entry["params"], scale)
+            entry["params"] = _rescale_params(entry["params"], scale, keep)
         if entry.get("variants"):  # labels keep the book-scale values (bon[n=64] stays bon[n=64] at smoke scale)
             entry["variants"] = [_rescale_params({"name": _variant_label(entry.get("name", entry["method"]), v), **v}
-                                                 if "name" not in v else v, scale) for v in entry["variants"]]
+                                                 if "name" not in v else v, scale, keep) for v in entry["variants"]]
     if scale != "book" and spec.get("defaults"):
-        spec["defaults"] = _rescale_params(spec["defaults"], scale)
+        spec["defaults"] = _rescale_params(spec["defaults"], scale, keep)
     for key, value in (("policy", policy), ("reward", reward), ("data_dir", data_dir), ("device", device),
                        ("threads", threads), ("system_prompt", system_prompt)):
         if value is not None:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from sea_minimal.answers import check_solution, extract_answer, is_correct, last_boxed, normalize, to_number
+from sea_minimal.answers import (check_solution, extract_answer, is_correct, judge_answers, last_boxed, locate_answer,
+                                 normalize, to_number)
 from sea_minimal.data import data_dir
 
 
@@ -48,8 +49,21 @@ def test_numbers_and_normal_forms():
     assert to_number("-\\frac{6}{8}") == to_number("-3/4") and float(to_number("-3/4")) == -0.75
     assert to_number("\\frac{1}{0}") is None and to_number("x^2") is None and to_number("1,000,000") == 10**6
     assert normalize("\\left( 3, \\frac{\\pi}{2} \\right)") == "(3,\\frac{\\pi}{2})"
-    assert check_solution("Adding, 48 + 24 = 72.\n#### 72", "72") == {"answer": "72", "correct": True}
-    assert check_solution("I think it is 71.", "72") == {"answer": "71", "correct": False}
+    assert check_solution("Adding, 48 + 24 = 72.\n#### 72", "72") == {"answer": "72", "source": "####", "correct": True}
+    assert check_solution("I think it is 71.", "72") == {"answer": "71", "source": "last number", "correct": False}
+    assert locate_answer("So \\boxed{4}.") == ("4", "boxed") and locate_answer("none") == (None, None)
+
+
+def test_judge_answers_marks_the_stricter_reading_and_cut_answers():
+    import pandas as pd
+
+    df = pd.DataFrame({"prompt_id": [0, 1, 2, 3], "length_tokens": [10, 40, 40, 12],
+                       "text": ["#### 5", "... 3 + 2 = 5", "The answer is 6.", "no number"]})
+    out = judge_answers(df, {0: "5", 1: "5", 2: "5", 3: "5"}, length=40)
+    assert out["correct"].tolist() == [True, True, False, False]
+    assert out["correct_stated"].tolist() == [True, False, False, False]  # prompt 1: only its last number
+    assert out["cut"].tolist() == [False, True, True, False]
+    assert out["source"].tolist()[:3] == ["####", "last number", "answer is"]
 
 
 def test_the_references_check_against_themselves():

@@ -13,22 +13,24 @@ def test_every_grid_parses_at_every_scale(name, tmp_path):
     smoke = experiments.experiment_grid(name, "smoke", results_dir=tmp_path)
     paper = experiments.experiment_grid(name, "paper", results_dir=tmp_path)
     assert [m.label for m in smoke.methods] == [m.label for m in book.methods] == [m.label for m in paper.methods]
-    assert len(smoke.dataset["ids"]) == 2
-    assert ("ids" in paper.dataset) == (name in ("tune", "convergence", "tune_exact", "tune_v2"))  # these keep their listed prompts
+    reasoning = name in ("gsm8k", "math500")  # `first: 200` grids, kept whole at paper scale (the paper's 200)
+    assert (smoke.dataset["first"] if reasoning else len(smoke.dataset["ids"])) == 2
+    listed = ("tune", "convergence", "tune_exact", "tune_v2")  # these keep their listed prompts
+    assert ("ids" in paper.dataset or "first" in paper.dataset) == (name in listed or reasoning)
     for s, b in zip(smoke.methods, book.methods):
         assert s.params.get("length", 0) <= 8 and s.params.get("steps", 0) <= 2 and s.params.get("n", 0) <= 8
         assert s.config_hash != b.config_hash
-    for p in paper.methods:
-        assert p.params.get("length") in (None, 50)
-        if p.method == "sea":
-            assert p.params["steps"] == 200
+    for p, b in zip(paper.methods, book.methods):
+        assert p.params.get("length") in (None, 320 if reasoning else 50)  # a worked solution needs more than 50
+        if p.method == "sea":  # the frontier's iteration budgets (paper_steps: listed) stay as listed
+            assert p.params["steps"] == (b.params["steps"] if name == "sea_v2" else 200)
 
 
 def test_evaluation_grids_share_the_40_prompts_and_tuning_prompts_are_disjoint():
-    ids = {name: experiments.grid_spec(name)["dataset"]["ids"] for name in experiments.EXPERIMENTS}
+    ids = {name: experiments.grid_spec(name)["dataset"].get("ids") for name in experiments.EXPERIMENTS}
     evaluation = ids["baselines"]
     assert len(evaluation) == 40 and len(set(evaluation)) == 40
-    for name in ("sea", "ablations", "prefill", "baselines_v2"):
+    for name in ("sea", "ablations", "prefill", "baselines_v2", "sea_v2"):
         assert ids[name] == evaluation, name
     assert set(ids["convergence"]) <= set(evaluation)
     assert not set(ids["tune"]) & set(evaluation)
