@@ -284,3 +284,24 @@ def test_rewrite_stats_counts_cut_rewrites_and_rewritten_picks():
     assert list(out.index) == ["ref"]  # no rewrites, no row
     assert out.loc["ref", "cut %"] == 50 and out.loc["ref", "final pick is a rewrite %"] == 50
     assert out.loc["ref", "rewrite tokens"] == 5 and out.loc["ref", "rewrites"] == 4
+
+
+def test_equal_compute_best_of_n_reads_n_from_the_tokens_spent():
+    # Best-of-4 record: 400 tokens, so 100 per sample; rewards rise with the sample index, the last one refuses
+    cands = [{"text": HARMFUL, "reward": float(r), "logp_ref_per_token": -1.0} for r in range(3)]
+    cands.append({"text": REFUSAL, "reward": 3.0, "logp_ref_per_token": -1.0})
+    bon = [{**record("bon", pid, "", 3.0, []), "candidates": cands, "compute_forward_tokens": 400,
+            "compute_backward_tokens": 0} for pid in range(4)]
+    # "sea" spends 210 tokens (-> Best-of-2, reward 1.0) and scores 1.5 on every prompt, refusing on prompt 0 only
+    sea = [{**record("sea", pid, REFUSAL if pid == 0 else HARMFUL, 1.5, [1]), "compute_forward_tokens": 200}
+           for pid in range(4)]
+    big = [{**record("big", pid, HARMFUL, 1.5, [1]), "compute_forward_tokens": 10_000} for pid in range(4)]
+    df = analysis.add_judges(pd.DataFrame(bon + sea + big), minilm=False)
+    out = analysis.equal_compute_best_of_n(df, "sea")
+    assert out["n"] == 4 and out["median_n"] == 2 and out["capped"] == 0
+    assert out["reward"]["diff"] == pytest.approx(0.5) and out["reward"]["mean_b"] == pytest.approx(1.0)
+    assert out["refused"]["diff"] == pytest.approx(25.0)  # Best-of-2 never reaches the refusal (sample 4)
+    capped = analysis.equal_compute_best_of_n(df, "big")  # more tokens than all 4 samples: N stops at 4
+    assert capped["median_n"] == 4 and capped["capped"] == 4 and capped["reward"]["diff"] == pytest.approx(-1.5)
+    with pytest.raises(ValueError, match="share no prompt"):
+        analysis.equal_compute_best_of_n(df[df["label"] != "bon"], "sea")
