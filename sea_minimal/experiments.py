@@ -44,6 +44,7 @@ EXPERIMENTS = {  # experiment name -> grid file in grids/
     # the paper's reasoning table, greedy row (issue "The paper's other two tables")
     "gsm8k": "gsm8k_greedy.yaml",
     "math500": "math500_greedy.yaml",
+    "truthfulqa": "truthfulqa.yaml",
 }
 COMPUTE_MODES = ("if-empty", "missing", "never")
 SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}

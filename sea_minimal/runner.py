@@ -6,7 +6,7 @@ Grid file (see ``grids/smoke.yaml``)::
     policy: smollm2-135m-instruct     # bundled name, local folder, HF id, or tiny-random (tests)
     system_prompt: null               # optional: null keeps the chat template's default; "" = an empty system
                                       # message (the paper's setting for Llama); part of every config hash when set
-    reward: demo                      # demo | harmlessness | harmlessness-v2 | contrast-refusal | linear (tiny-random) | <HF id or folder>
+    reward: demo                      # demo | harmlessness | harmlessness-v2 | contrast-refusal | contrast-truthful | linear (tiny-random) | <HF id or folder>
     dataset: {name: advbench, first: 2}   # or ids: [...], or subset: {n: 50, seed: 0};
                                           # or {name: inline, prompts: [...]}
     seeds: [0]
@@ -250,6 +250,11 @@ def make_reward(name: str, policy):
         from .contrast import ContrastReward
 
         return ContrastReward(policy)
+    if name == "contrast-truthful":  # the same with TruthfulQA's QA primer as the context (sea_minimal.truthfulqa)
+        from .contrast import ContrastReward
+        from .truthfulqa import QA_PRIMER_TURNS
+
+        return ContrastReward(policy, turns=QA_PRIMER_TURNS)
     if name in ("harmlessness", "harmlessness-v2"):  # the HH-only head of the first runs; the on-policy head
         from .reward_model import HEAD_FILE, V2_HEAD_FILE, load_harmlessness_reward
 
