@@ -83,9 +83,10 @@ def normalize(answer: str) -> str:
     return s
 
 
-def to_number(answer: str) -> Fraction | float | None:
-    """The value of an answer that is a single number (``12``, ``-3.5``, ``1,000``, ``3/4``, ``\\frac{3}{4}``,
-    ``-\\frac{3}{4}``, ``50%`` read as 50, a leading ``$``, a trailing unit word as in ``12 apples``), else None."""
+def to_number(answer: str):
+    """The value (an exact fraction, or a float for decimals) of an answer that is a single number (``12``, ``-3.5``,
+    ``1,000``, ``3/4``, ``\\frac{3}{4}``, ``-\\frac{3}{4}``, ``50%`` read as 50, a leading ``$``, a trailing unit word
+    as in ``12 apples``), else None."""
     s = normalize(answer).replace("%", "")
     unit = _UNIT.fullmatch(s) if "\\" not in answer else None
     if unit:
@@ -124,9 +125,9 @@ def check_solution(text: str, reference: str) -> dict:
 #: The paper's reasoning table (LLaMA-3.2-1B-Instruct, accuracy %, the first 200 problems of each set).
 PAPER_REASONING = {"gsm8k": {"SFT": 32.0, "BoN-64": 57.0, "SEA": 58.0},
                    "math500": {"SFT": 27.5, "BoN-64": 16.0, "SEA": 32.0}}
-#: A task is "testable" with a policy when its greedy accuracy's upper 95 % bound reaches this share (%): below it the
-#: policy is at the floor, and a reward-guided method has (almost) no right answer to move towards. Fixed before the
-#: runs (SmolLM2-135M-Instruct's published GSM8K score is about 1 %).
+#: The testable floor, in percent. A task is testable with a policy when the upper end of its greedy accuracy's 95 %
+#: interval reaches this share; below it the policy is at the floor, and a reward-guided method has (almost) no right
+#: answer to move towards. Fixed before the runs (SmolLM2-135M-Instruct's published GSM8K score is about 1 %).
 TESTABLE_FLOOR = 10.0
 
 
