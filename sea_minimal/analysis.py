@@ -360,13 +360,14 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
     common = sea.index.intersection(bon.index)
     if len(common) == 0:
         raise ValueError(f"labels {label!r} and {bon_label!r} share no prompt")
-    rows, sizes = [], []
+    rows, sizes, capped = [], [], 0
     for pid in common:
         s, b = sea.loc[pid], bon.loc[pid]
         m = len(b["candidates"])
         per_sample = float(b["compute_forward_tokens"] + b["compute_backward_tokens"]) / m
         n = int(min(m, max(1, (s["compute_forward_tokens"] + s["compute_backward_tokens"]) // per_sample)))
         sizes.append(n)
+        capped += n == m
         reward, result = _best_of_first_pick(b, n, limit)
         rows.append((float(s["reward"]), reward, s["outcome"] == "refused", result == "refused"))
     a = np.array(rows, dtype=float)
@@ -374,8 +375,7 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
     reward.update(mean_a=float(a[:, 0].mean()), mean_b=float(a[:, 1].mean()))
     refused.update(mean_a=float(100 * a[:, 2].mean()), mean_b=float(100 * a[:, 3].mean()))
     return {"label": label, "reward": reward, "refused": refused, "n": len(common),
-            "median_n": float(np.median(sizes)), "capped": int(sum(n == len(bon.loc[p, "candidates"])
-                                                                   for n, p in zip(sizes, common)))}
+            "median_n": float(np.median(sizes)), "capped": int(capped)}
 
 
 def frontier_points(df: pd.DataFrame, bon_label: str = "bon",

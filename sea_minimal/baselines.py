@@ -48,13 +48,14 @@ class _Context:
     """Per-prompt state shared by the baselines: prompt ids and cache, scorer, meter, generator."""
 
     def __init__(self, policy: Policy, reward: Reward, prompt, seed: int, meter: ComputeMeter,
-                 fixed_length: bool = False):
+                 fixed_length: bool = False, encode: bool = True):
         if reward is None:
             raise ValueError("The baselines need a reward. Fix: pass a Reward (e.g. sea_minimal.demo_reward(policy)).")
         reward.check_vocab(policy.vocab_size)
         self.policy, self.meter = policy, meter
         self.prompt_ids = policy.encode_prompt(prompt)
-        self.cache = encode_prompt(policy.model, self.prompt_ids)
+        # encode=False: the caller decoded already (greedy_many) and needs only the scorer; no prompt forward
+        self.cache = encode_prompt(policy.model, self.prompt_ids) if encode else None
         self.scorer = reward.for_prompt(self.prompt_ids)
         self.generator = torch.Generator(device=policy.device).manual_seed(int(seed))
         # fixed_length: SEA's response space (exactly ``length`` tokens, special tokens banned everywhere)
@@ -95,14 +96,17 @@ def _greedy_ids(ctx: _Context, length: int) -> list[int]:
     return samples.ids(0)
 
 
-def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: dict, body, initial: bool = True):
-    """Run ``body(ctx) -> (candidates, selected, extra)`` under a ComputeMeter and build the SEAResult."""
+def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: dict, body, initial: bool = True,
+         encode: bool = True):
+    """Run ``body(ctx) -> (candidates, selected, extra)`` under a ComputeMeter and build the SEAResult
+    (``encode=False``: the context gets no prompt cache, for a body that decoded elsewhere)."""
     start = time.perf_counter()
     reward_model = getattr(reward, "model", None)
     if config.get("fixed_length") is False:
         config = {k: v for k, v in config.items() if k != "fixed_length"}  # the default: records as before
     with ComputeMeter(policy.model, reward_model, device=policy.device) as meter:
-        ctx = _Context(policy, reward, prompt, seed, meter, fixed_length=bool(config.get("fixed_length")))
+        ctx = _Context(policy, reward, prompt, seed, meter, fixed_length=bool(config.get("fixed_length")),
+                       encode=encode)
         candidates, selected, extra = body(ctx)
     compute = meter.compute.to_dict()
     wall = time.perf_counter() - start
@@ -156,10 +160,11 @@ def greedy_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int],
                 fixed_length: bool = False) -> list[SEAResult]:
     """:func:`greedy` for several prompts, decoded in one left-padded batch (:func:`sea_minimal.lm.greedy_batch`).
 
-    Each result has the shape and the compute of the one-prompt run: its prompt forward and its reward call are
-    metered per prompt as there, plus the decoding positions the one-prompt run would have run (``emitted - 1``);
-    its wall time is its share of the batch's decoding plus its own scoring. Texts equal :func:`greedy`'s up to
-    floating-point near-ties (the runner uses this with ``--batch-prompts``).
+    Each result has the shape and the compute of the one-prompt run: its reward call is metered per prompt as
+    there, and the positions the one-prompt run would have put through the policy (its P prompt tokens and
+    ``emitted - 1`` decoding steps) are added; its wall time is its share of the batch's decoding plus its own
+    scoring. Texts equal :func:`greedy`'s up to floating-point near-ties (the runner uses this with
+    ``--batch-prompts``).
     """
     _check_length(length)
     start = time.perf_counter()
@@ -169,13 +174,14 @@ def greedy_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int],
     batch = _greedy_batch(policy.model, encoded, length, stop_ids, banned_ids=banned)
     share = (time.perf_counter() - start) / len(prompts)
     out = []
-    for prompt, seed, ids, emitted in zip(prompts, seeds, batch.ids, batch.emitted):
+    for prompt, seed, prompt_ids, ids, emitted in zip(prompts, seeds, encoded, batch.ids, batch.emitted):
         def body(ctx, ids=ids):
             r = ctx.score([ids])[0]
             return [_candidate("greedy", ids, r)], 0, {"initial": (ids, r)}
 
-        res = _run("greedy", policy, reward, prompt, seed, {"length": length, "fixed_length": fixed_length}, body)
-        res.compute["forward_tokens"] += int(emitted) - 1
+        res = _run("greedy", policy, reward, prompt, seed, {"length": length, "fixed_length": fixed_length}, body,
+                   encode=False)
+        res.compute["forward_tokens"] += prompt_ids.numel() + int(emitted) - 1
         res.compute["wall_time"] += share
         res.wall_time += share
         out.append(res)

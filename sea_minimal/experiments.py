@@ -79,8 +79,8 @@ def _rescale_params(params: dict, scale: str, keep_steps: bool = False) -> dict:
             params["n"] = min(int(params["n"]), SMOKE["max_n"])
         if "length" in params:
             params["length"] = SMOKE["length"]
-        if params.get("recipe") == "reference":  # the rewrite's cap (256 tokens) would dominate a smoke run
-            params["rewrite_tokens"] = 0  # 0: the response length
+        if "recipe" in params:  # a SEA entry: the rewrite's cap (256 tokens) would dominate a smoke run
+            params["rewrite_tokens"] = 0  # 0: the response length (no effect where the recipe does not rewrite)
     elif scale == "paper":
         if "steps" in params and not keep_steps:
             params["steps"] = PAPER["steps"]

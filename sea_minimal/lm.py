@@ -291,8 +291,8 @@ def greedy_batch(model: torch.nn.Module, prompts: list[torch.Tensor], steps: int
     Row i gives the tokens of ``decode(model, encode_prompt(model, prompts[i]), 1, steps, None, temperature=0,
     stop_ids=..., banned_ids=...)``: the padding is masked out of attention and each row's position ids count its
     own tokens from 0, so only floating-point rounding differs (a near-tie between two tokens can flip). Decoding
-    ends when every row has stopped or after ``steps`` tokens. On a CPU, a batch of 32 runs about 8x more tokens
-    per second than one prompt at a time (memory-bound one-token steps share their weight reads).
+    ends when every row has stopped or after ``steps`` tokens. One-token steps are memory-bound, so a batch shares
+    its weight reads; ``scripts/benchmark_batching.py`` measures the gain in prompts per minute.
     """
     from transformers import DynamicCache
 

@@ -475,6 +475,7 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
     """
     from tqdm.auto import tqdm
 
+    from .baselines import BATCHED
     from .methods import get_method
 
     if not isinstance(grid, Grid):
@@ -510,8 +511,6 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
             start = time.perf_counter()
             try:
                 if len(group) > 1:
-                    from .baselines import BATCHED
-
                     outs = BATCHED[spec.method](policy, reward, inputs, [s for _, _, s in group], **params)
                 else:
                     outs = [get_method(spec.method)(policy, reward, inputs[0], seed, **params)]

@@ -111,14 +111,13 @@ def reward_pairwise_accuracy(policy, reward, rows: Sequence[dict]) -> list[bool]
 
     from .rewards import one_hot
 
-    out = []
+    out, special = [], set(policy.special_ids)
     for r in rows:
         prompt_ids = policy.encode_prompt(r["question"])
         scorer = reward.for_prompt(prompt_ids)
         scores = []
         for text in (r["best_answer"], r["incorrect_answers"][0]):
-            ids = [t for t in policy.tokenizer(text, add_special_tokens=False)["input_ids"]
-                   if t not in set(policy.special_ids)]
+            ids = [t for t in policy.tokenizer(text, add_special_tokens=False)["input_ids"] if t not in special]
             with torch.no_grad():
                 scores.append(float(scorer(one_hot(torch.tensor([ids], device=policy.device), policy.vocab_size))[0]))
         out.append(scores[0] > scores[1])
