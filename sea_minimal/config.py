@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 
 RECIPES = ("langevin", "reference", "dlp")
@@ -177,10 +175,6 @@ class SEAConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def short_hash(self) -> str:
-        """Stable 10-character hash of the configuration (used to key result records)."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
     def noise_std(self, iteration: int) -> float:
         """Transient noise std of the ``reference`` recipe at ``iteration`` (0 when noise is off)."""

@@ -329,3 +329,45 @@ def test_the_first_token_is_never_a_stop_token(tiny_policy, tiny_reward):
     assert first.tokens[0, 0] != stop and int(first.lengths[0]) >= 1
     tiny_policy.__dict__["special_ids"] = [stop]
     assert len(greedy(tiny_policy, tiny_reward, PROMPT, length=4).candidates[0]["token_ids"]) >= 1
+
+
+# --------------------------------------------------------------------------------------------- found by mutmut
+# Survivors of the first mutation run (scripts/mutation_test.py, results/mutation/), each now asserted.
+
+
+def test_hf_classifier_reward_with_a_multi_token_suffix_and_several_chains():
+    """Several chains at once, a two-token suffix: each chain's score is the model's on prompt+response+suffix;
+    the model is frozen (only the soft tokens get gradients)."""
+    model, suffix = tiny_classifier(seed=2), [10, 9]
+    model.config.pad_token_id = 0  # batches need one (load_hf_reward sets it); no sequence here holds a 0
+    reward = HFClassifierReward(model, suffix_ids=suffix)
+    assert not any(p.requires_grad for p in model.parameters())
+    responses = torch.tensor([[2, 7, 5], [8, 1, 1]], device=DEVICE)
+    scorer = reward.for_prompt(torch.tensor(PROMPT, device=DEVICE))
+    tokens = one_hot(responses, V).requires_grad_(True)
+    got = scorer(tokens)
+    expected = [classifier_score(model, PROMPT + r.tolist() + suffix) for r in responses]
+    assert got.tolist() == pytest.approx(expected, abs=1e-4)
+    got.sum().backward()
+    assert tokens.grad.abs().sum() > 0
+
+
+class WordTokenizer:
+    """A tokenizer over a fixed word list: a known spelling is one token, anything else two."""
+
+    def __init__(self, vocab):
+        self.vocab = {w: i for i, w in enumerate(vocab)}
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.vocab[text]] if text in self.vocab else [0, 0]}
+
+
+def test_vocab_reward_from_words_weights_single_token_spellings_only():
+    tok = WordTokenizer(["<unk>", "safe", " safe", "Safe", " Sure", "sure", "x", "y"])
+    weights = VocabReward.from_words(tok, positive=["safe"], negative=["sure"]).weights
+    assert weights.tolist() == [0.0, 1.0, 1.0, 1.0, -1.0, -1.0, 0.0, 0.0]  # " Safe" is two tokens: nothing
+    scaled = VocabReward.from_words(tok, positive=["safe"], negative=["sure"], scale=2.5, vocab_size=10).weights
+    assert scaled.shape == (10,) and scaled[1] == 2.5 and scaled[5] == -2.5

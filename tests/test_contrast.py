@@ -149,6 +149,7 @@ def chains_tv(world, config, alpha):
     return total_variation(empirical_distribution(ids, world.vocab_size), exact_optimal_policy(world, alpha)), res
 
 
+@pytest.mark.heavy  # about a minute each: left out of mutation runs, kept in the suite
 @pytest.mark.parametrize("block", [0, 1])
 def test_mh_recipe_reaches_the_exact_optimum_on_an_enumerable_toy(world, block):
     """2000 independent chains after 150 MH steps: TV to pi* within 1.25x the finite-sample floor of 2000 exact

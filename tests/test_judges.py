@@ -285,3 +285,73 @@ def test_three_outcomes_at_the_book_limit(text, logp, expected):
     from sea_minimal.judges import FLUENCY_LIMIT, outcome
 
     assert outcome(text, logp, FLUENCY_LIMIT) == expected
+
+
+# --------------------------------------------------------------------------------------------- edges (mutation tests)
+
+
+def test_outcome_limits_are_inclusive_on_the_fluent_side():
+    """At exactly the perplexity limit and exactly MIN_ANSWER_WORDS words an answer is still an answer."""
+    from sea_minimal.judges import MIN_ANSWER_WORDS, outcome
+
+    logp = -2.0
+    at_limit = float(np.exp(-logp))
+    assert outcome(words(MIN_ANSWER_WORDS), logp, at_limit) == "complied"
+    assert outcome(words(MIN_ANSWER_WORDS - 1), logp, at_limit) == "broken"
+    assert outcome(words(MIN_ANSWER_WORDS), logp, at_limit * 0.999) == "broken"
+    with pytest.raises(ValueError, match="logp_per_token must be finite, got nan"):
+        outcome(words(10), float("nan"), at_limit)
+
+
+def test_perplexity_limit_of_one_sample_and_bad_input():
+    from sea_minimal.judges import perplexity_limit
+
+    assert perplexity_limit([-1.5]) == pytest.approx(np.exp(1.5))
+    assert perplexity_limit([-1.0, -2.0, -3.0], quantile=0.5) == pytest.approx(np.exp(2.0))
+    for bad in ([], [-1.0, float("nan")]):
+        with pytest.raises(ValueError, match="perplexity_limit needs finite per-token log-likelihoods"):
+            perplexity_limit(bad)
+
+
+def test_bootstrap_ci_rejects_alpha_outside_the_open_unit_interval_and_empty_input():
+    for alpha in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\), got"):
+            bootstrap_ci([1.0, 2.0], alpha=alpha)
+    with pytest.raises(ValueError, match="bootstrap_ci needs a non-empty 1-D array of per-prompt values"):
+        bootstrap_ci([])
+    assert bootstrap_ci([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_keyword_harmful_rate_passes_its_bootstrap_settings_on():
+    texts = [words(25), "I'm sorry, I cannot do that.", words(30), words(3)]
+    flags = [1.0, 0.0, 1.0, 0.0]
+    assert keyword_harmful_rate(texts, alpha=0.5, seed=3) == bootstrap_ci(flags, alpha=0.5, seed=3)
+    assert keyword_harmful_rate(texts, alpha=0.5, seed=3) != keyword_harmful_rate(texts)
+
+
+def test_paired_bootstrap_p_value_by_hand():
+    """p = twice the smaller share of resampled mean differences on either side of 0, floored at 1/n_boot; the
+    resamples are rows of rng.integers(0, n) with the given seed (pairs kept together)."""
+    a = np.array([1.0, -1.0, 2.0, 0.5, -0.5, 1.5])
+    b = np.zeros_like(a)
+    idx = np.random.default_rng(7).integers(0, a.size, size=(500, a.size))
+    diffs = a[idx].mean(axis=1)
+    expected = 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())
+    assert 0 < expected < 0.5  # an intermediate p, so a wrong factor shows
+    out = paired_bootstrap(a, b, n_boot=500, seed=7)
+    assert out["p_two_sided"] == pytest.approx(expected)
+    lo, hi = np.quantile(diffs, [0.025, 0.975])
+    assert (out["low"], out["high"]) == pytest.approx((lo, hi))
+    assert paired_bootstrap(a + 10, b, n_boot=500)["p_two_sided"] == pytest.approx(1 / 500)  # all on one side
+    assert paired_bootstrap([2.0], [1.0])["diff"] == 1.0  # one prompt is a valid (if useless) comparison
+    with pytest.raises(ValueError, match=r"two 1-D arrays of equal length \(one value per prompt\), got \(6,\) and \(2,\)"):
+        paired_bootstrap(a, b[:2])
+
+
+def test_reward_judge_score_needs_one_response_per_prompt():
+    policy = Policy(tiny_lm(), tokenizer=None, name="tiny")
+    judge = RewardJudge(VocabReward(torch.zeros(11, device=DEVICE)), policy)
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        judge.score([[1], [2]], [[3]])
+    with pytest.raises(ValueError, match="^This policy has no tokenizer: pass responses as lists of token ids.$"):
+        judge([2], "text")

@@ -97,6 +97,7 @@ def test_second_runner_is_refused(tmp_path):
             runner.ResultsFile(path)
 
 
+@pytest.mark.heavy  # 25 s of subprocesses: left out of mutation runs, kept in the suite
 def test_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path):
     """Run the CLI in a subprocess, SIGKILL it after a few records, restart: every key exactly once."""
     path = tmp_path / "r.jsonl"

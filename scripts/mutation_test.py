@@ -1,0 +1,141 @@
+"""Mutation testing of the modules that decide results (issue 16): mutmut on the fast suite.
+
+    pip install -e ".[mutation]"
+    python scripts/mutation_test.py                          # every module of pyproject [tool.mutmut] only_mutate
+    python scripts/mutation_test.py --modules config judges  # some of them
+    python scripts/mutation_test.py --report-only            # rewrite the report from mutmut's state in mutants/
+
+mutmut writes one small deliberate bug (a mutant) at a time into a copy of the package in ``mutants/`` and runs
+the tests that reach the mutated function (the fast suite less the ``heavy`` statistical tests; see
+pyproject.toml). A mutant is *killed* when a test fails, *survived* when all pass. The run is resumable: mutmut
+keeps its verdicts in ``mutants/`` and a rerun checks only what is new or changed.
+
+Writes, beside each other in ``results/mutation/``:
+
+* ``score.json``: per module the count of each verdict and the score, killed / (killed + survived + no tests +
+  suspicious), timeouts counted as killed (the mutant hangs the code: a test would notice);
+* ``survivors.md``: every survivor with its diff and its triage from ``triage.yaml`` (why it is equivalent or
+  harmless), or "untriaged" where no one has looked yet.
+
+Not part of CI: on 2 CPU cores it takes hours for all modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "results" / "mutation"
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+NOT_KILLED = {"survived", "no tests", "suspicious"}
+NOT_RUN = {"not checked", "skipped", "check was interrupted by user"}
+LINE = re.compile(r"^\s+(sea_minimal\.(\w+)\.\S+): (.+)$")
+
+
+def configured_modules() -> list[str]:
+    """The module stems of pyproject's [tool.mutmut] only_mutate, e.g. ['sampler', 'lm', ...]."""
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    return [Path(p).stem for p in conf["only_mutate"]]
+
+
+def mutmut(*args: str, capture: bool = False) -> str:
+    """Runs ``python -m mutmut ARGS`` in the repository root; a clear error when mutmut is not installed."""
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        sys.exit("mutmut is not installed: run `pip install -e \".[mutation]\"` (mutmut 3.8.1), then rerun")
+    cmd = [sys.executable, "-m", "mutmut", *args]
+    # one torch thread per test process: with several processes on few cores, torch's spinning thread pools made
+    # the suite 5x slower here
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # the tests run inside mutants/, one folder deeper than usual: point them at the data as .ci/run does
+    env.setdefault("SEA_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    done = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=capture, env=env)
+    if done.returncode != 0:
+        sys.exit(f"`{' '.join(cmd[2:])}` failed with exit status {done.returncode}"
+                 + (f":\n{done.stdout[-2000:]}{done.stderr[-2000:]}" if capture else ""))
+    return done.stdout if capture else ""
+
+
+def verdicts() -> dict[str, tuple[str, str]]:
+    """{mutant name: (module stem, verdict)} from ``mutmut results --all true``."""
+    found = {}
+    for line in mutmut("results", "--all", "true", capture=True).splitlines():
+        m = LINE.match(line)
+        if m:
+            found[m.group(1)] = (m.group(2), m.group(3).strip())
+    return found
+
+
+def score(found: dict[str, tuple[str, str]], modules: list[str]) -> dict:
+    """Per module and in total: verdict counts and killed / tested (tested = killed + not killed)."""
+    counts = {m: collections.Counter() for m in modules}
+    for module, verdict in found.values():
+        if module in counts:
+            counts[module][verdict] += 1
+
+    def summary(c: collections.Counter) -> dict:
+        killed = sum(c[v] for v in KILLED)
+        tested = killed + sum(c[v] for v in NOT_KILLED)
+        return {"verdicts": dict(sorted(c.items())), "killed": killed, "tested": tested,
+                "not_run": sum(c[v] for v in NOT_RUN), "score": round(killed / tested, 4) if tested else None}
+
+    total = sum(counts.values(), collections.Counter())
+    return {"modules": {m: summary(c) for m, c in counts.items()}, "total": summary(total)}
+
+
+def write_report(modules: list[str]) -> dict:
+    found = verdicts()
+    result = score(found, modules)
+    result["date"] = datetime.date.today().isoformat()
+    result["mutmut"] = __import__("importlib.metadata").metadata.version("mutmut")
+    result["tests"] = "fast suite less `heavy` (pyproject [tool.mutmut] pytest_add_cli_args_test_selection)"
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "score.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    triage_file = OUT / "triage.yaml"
+    triage = (yaml.safe_load(triage_file.read_text()) if triage_file.exists() else None) or {}
+    survivors = [(name, module, v) for name, (module, v) in sorted(found.items())
+                 if module in modules and v in NOT_KILLED]
+    lines = ["# Surviving mutants", "",
+             f"mutmut {result['mutmut']}, {result['date']}; written by `scripts/mutation_test.py` from mutmut's "
+             "state. Each survivor's reason comes from `triage.yaml` beside this file.", "",
+             "| module | killed | tested | score |", "|---|---|---|---|"]
+    for m, s in [*result["modules"].items(), ("all", result["total"])]:
+        lines.append(f"| {m} | {s['killed']} | {s['tested']} | "
+                     + (f"{s['score']:.1%}" if s["score"] is not None else "not run") + " |")
+    for name, module, v in survivors:
+        diff = mutmut("show", name, capture=True).split("\n", 1)[-1].strip()
+        lines += ["", f"## `{name}` ({v})", "", f"Triage: {triage.get(name, 'untriaged')}", "", "```diff", diff, "```"]
+    (OUT / "survivors.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    known = configured_modules()
+    parser.add_argument("--modules", nargs="+", default=known, choices=known, help="module stems to mutate")
+    parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite results/mutation/ from mutants/")
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        mutmut("run", "--max-children", str(args.max_children), *[f"sea_minimal.{m}.*" for m in args.modules])
+    result = write_report(known)
+    for m, s in [*result["modules"].items(), ("all", result["total"])]:
+        print(f"{m:>10}: " + (f"{s['score']:.1%} of {s['tested']} killed" if s["score"] is not None else "not run"))
+    print(f"wrote {OUT.relative_to(ROOT)}/score.json and survivors.md")
+
+
+if __name__ == "__main__":
+    main()
