@@ -152,3 +152,67 @@ def test_cbs_with_several_chunks_is_not_best_of_k():
         same += c.candidates[0]["token_ids"] == b.candidates[b.selected]["token_ids"]
         gain += c.candidates[0]["reward"] - b.candidates[b.selected]["reward"]
     assert same < 8 and gain > 0
+
+
+# --------------------------------------------------------------------------------------------- found by mutmut
+
+
+def test_each_baseline_records_its_name_its_settings_and_the_initial_answer_on_request(tiny_policy, tiny_reward):
+    """What a record is built from: the method's name, every setting (no fixed_length when it is off, the
+    default), the candidates' sources, and the base policy's greedy answer only when ``initial`` asks for it."""
+    g = greedy(tiny_policy, tiny_reward, PROMPT, length=5)
+    assert (g.method, g.config, g.candidates[0]["source"]) == ("greedy", {"method": "greedy", "length": 5}, "greedy")
+    runs = {
+        "sampled": (sampled(tiny_policy, tiny_reward, PROMPT, seed=1, length=5, temperature=0.7, top_k=3,
+                            initial=False, fixed_length=True),
+                    {"length": 5, "temperature": 0.7, "top_k": 3, "fixed_length": True}, ["sample 0"]),
+        "args": (args(tiny_policy, tiny_reward, PROMPT, w=0.5, top_k=2, length=5, initial=False, fixed_length=True),
+                 {"w": 0.5, "top_k": 2, "length": 5, "fixed_length": True}, None),
+        "cbs": (cbs(tiny_policy, tiny_reward, PROMPT, seed=2, beam_width=2, successors=2, chunk_length=2, length=5,
+                    temperature=0.9, top_k=4, initial=False, fixed_length=True),
+                {"beam_width": 2, "successors": 2, "chunk_length": 2, "length": 5, "temperature": 0.9, "top_k": 4,
+                 "fixed_length": True}, ["beam 0", "beam 1"]),
+    }
+    for name, (res, config, sources) in runs.items():
+        assert res.method == name and res.config == {"method": name, **config}, name
+        assert res.initial_texts == [] and res.initial_rewards == [], name
+        if sources is not None:
+            assert [c["source"] for c in res.candidates] == sources, name
+    for method in (sampled, args, cbs):
+        res = method(tiny_policy, tiny_reward, PROMPT, length=5)
+        assert res.initial_texts == [g.text] and res.initial_rewards == pytest.approx([g.candidates[0]["reward"]])
+        assert "fixed_length" not in res.config
+
+
+def test_baseline_defaults_are_the_documented_ones():
+    """The paper's 50 tokens; sampled: temperature 1, top-k 50; CBS: the authors' 32-token chunks, 1 beam, 4 successors; ARGS top-k 50."""
+    import inspect
+
+    def defaults(f):
+        return {k: p.default for k, p in inspect.signature(f).parameters.items() if p.default is not p.empty}
+
+    assert defaults(sampled) == {"seed": 0, "length": 50, "temperature": 1.0, "top_k": 50, "initial": True,
+                                 "fixed_length": False}
+    assert defaults(cbs) == {"seed": 0, "beam_width": 1, "successors": 4, "chunk_length": 32, "length": 50,
+                             "temperature": 1.0, "top_k": 50, "initial": True, "fixed_length": False}
+    assert defaults(args) == {"seed": 0, "w": 1.0, "top_k": 50, "length": 50, "initial": True, "fixed_length": False}
+
+
+def test_top_k_one_is_greedy_for_every_sampling_baseline(tiny_policy, tiny_reward):
+    """top_k reaches the decoder: with k = 1 a sample, every CBS successor and ARGS are the greedy answer."""
+    g = greedy(tiny_policy, tiny_reward, PROMPT, length=6).candidates[0]["token_ids"]
+    assert sampled(tiny_policy, tiny_reward, PROMPT, seed=5, length=6, top_k=1).candidates[0]["token_ids"] == g
+    assert sampled(tiny_policy, tiny_reward, PROMPT, seed=5, length=6, temperature=5.0).candidates[0]["token_ids"] != g
+    beams = cbs(tiny_policy, tiny_reward, PROMPT, seed=5, successors=3, chunk_length=3, length=6, top_k=1)
+    assert beams.candidates[0]["token_ids"] == g
+    assert args(tiny_policy, tiny_reward, PROMPT, w=5.0, top_k=1, length=6).candidates[0]["token_ids"] == g
+
+
+def test_baseline_settings_below_one_are_refused_and_one_is_accepted(tiny_policy, tiny_reward):
+    with pytest.raises(ValueError, match="^top_k must be >= 1, got 0$"):
+        args(tiny_policy, tiny_reward, PROMPT, top_k=0, length=3)
+    args(tiny_policy, tiny_reward, PROMPT, top_k=1, length=3)
+    for bad in ("beam_width", "successors", "chunk_length"):
+        with pytest.raises(ValueError, match="^beam_width, successors and chunk_length must be >= 1$"):
+            cbs(tiny_policy, tiny_reward, PROMPT, length=3, **{bad: 0})
+    cbs(tiny_policy, tiny_reward, PROMPT, length=3, beam_width=1, successors=1, chunk_length=1)

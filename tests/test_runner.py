@@ -224,3 +224,40 @@ def test_parallel_workers_merge_without_duplicates(tmp_path):
     assert main(["run", str(grid_file), "--quiet"]) == 0  # the grid sees the merged records: only 1 item is left
     assert len(lines(main_file)) == 6
     assert main(["merge", str(main_file), str(tmp_path / "missing.jsonl")]) == 2
+
+
+# --------------------------------------------------------------------------------------------- found by mutmut
+
+
+def _rec(label, prompt_id, **extra):
+    return {"label": label, "config_hash": "h", "prompt_id": prompt_id, "seed": 0, **extra}
+
+
+def test_merge_counts_and_deduplicates_within_and_across_parts(tmp_path):
+    target, a, b = tmp_path / "all.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(_rec("m", i)) + "\n" for i in (0, 1)))
+    b.write_text("".join(json.dumps(_rec("m", i)) + "\n" for i in (1, 2, 2, 3)))  # 1 is in a; 2 twice
+    assert runner.merge_results(target, a, b) == 4
+    assert sorted(r["prompt_id"] for r in runner.read_records(target)) == [0, 1, 2, 3]
+    assert runner.merge_results(target, a, b) == 0
+    with pytest.raises(FileNotFoundError, match=r"No results file .*missing\.jsonl\. Fix: pass the files that"):
+        runner.merge_results(target, tmp_path / "missing.jsonl")
+
+
+def test_load_results_flattens_metrics_and_compute(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_rec("m", 0, params={"b": 1, "a": 2}, metrics={"reward": 0.5},
+                                    compute={"forward_tokens": 7})) + "\n" + json.dumps(_rec("m", 1)) + "\n")
+    df = runner.load_results(path)
+    assert "metrics" not in df and "compute" not in df
+    assert df.loc[0, "reward"] == 0.5 and df.loc[0, "compute_forward_tokens"] == 7
+    assert list(df["params_json"]) == ['{"a": 2, "b": 1}', "{}"]
+
+
+def test_records_serialise_paths_tuples_and_tensors_and_name_what_they_cannot():
+    import torch
+
+    assert json.loads(json.dumps({"p": Path("x/y"), "t": (1, 2), "z": torch.tensor([1.5])},
+                                 default=runner._json_default)) == {"p": "x/y", "t": [1, 2], "z": [1.5]}
+    with pytest.raises(TypeError, match="^not JSON serialisable: set$"):
+        runner._json_default({1})

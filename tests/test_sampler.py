@@ -321,3 +321,12 @@ def test_rewrite_uses_the_chosen_prompt_and_records_a_cut(bundled_policy, rewrit
     instructions = seen[1:]  # the first encode is the request itself
     assert len(instructions) == 2
     assert all((request in text) == (rewrite_prompt == "with-question") for text in instructions)
+
+
+def test_align_is_sea_run_with_the_given_models_and_settings(tiny_policy, tiny_reward):
+    from sea_minimal import align
+
+    settings = dict(recipe="langevin", num_chains=2, length=4, steps=3, seed=1)
+    got = align([[1, 2, 3]], policy=tiny_policy, reward=tiny_reward, progress=False, **settings)
+    want = SEA(tiny_policy, tiny_reward, SEAConfig(**settings)).run([[1, 2, 3]], progress=False)
+    assert [r.text for r in got] == [r.text for r in want] and got[0].config == want[0].config
