@@ -371,3 +371,47 @@ def test_vocab_reward_from_words_weights_single_token_spellings_only():
     assert weights.tolist() == [0.0, 1.0, 1.0, 1.0, -1.0, -1.0, 0.0, 0.0]  # " Safe" is two tokens: nothing
     scaled = VocabReward.from_words(tok, positive=["safe"], negative=["sure"], scale=2.5, vocab_size=10).weights
     assert scaled.shape == (10,) and scaled[1] == 2.5 and scaled[5] == -2.5
+
+
+def test_two_reference_iterations_by_hand(tiny_policy, tiny_reward):
+    """The released recipe's update, recomputed from its definition for two iterations: Z~ = Z + mask + noise;
+    inputs = argmax(Z~ + the previous iteration's top-k mask); fluency = mean_t sum_v softmax(Z~)_tv
+    (-log pi_ref(v | inputs_<t)); loss = fluency_weight * fluency - reward_weight * r(softmax(Z~ / reward_temp));
+    the decoded ids stay inside pi_ref's top-k; Adam moves Z."""
+    from sea_minimal.compute import ComputeMeter
+    from sea_minimal.lm import next_token_logits
+    from sea_minimal.sampler import MASK_VALUE
+
+    cfg = SEAConfig.released_code(num_chains=2, length=4, steps=2, rewrite=False, decode_topk="previous", topk=3,
+                                  reward_temp=0.5, fluency_weight=0.7, reward_weight=1.3, lr=0.1)
+    sea = SEA(tiny_policy, tiny_reward, cfg)
+    sea._meter = ComputeMeter()
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    scorer = tiny_reward.for_prompt(prompt)
+    z = torch.randn(2, 4, V, generator=torch.Generator(device=DEVICE).manual_seed(1), device=DEVICE) * 3
+    z.requires_grad_(True)
+    state = {"optimizer": torch.optim.Adam([z], lr=cfg.lr)}
+    previous_mask = torch.zeros(V, device=DEVICE)
+    for it in range(2):
+        z_before = z.detach().clone()
+        _, stats = sea._reference_iteration(it, z, encode_prompt(tiny_policy.model, prompt), scorer,
+                                            torch.Generator(device=DEVICE).manual_seed(10 + it), state)
+        noise = cfg.noise_std(it) * torch.randn(z.shape, generator=torch.Generator(device=DEVICE).manual_seed(10 + it),
+                                               device=DEVICE)
+        assert cfg.noise_std(it) > 0
+        z_noisy = z_before + sea.mask + noise
+        inputs = (z_noisy + previous_mask).argmax(-1)
+        with torch.no_grad():
+            logits = next_token_logits(tiny_policy.model, encode_prompt(tiny_policy.model, prompt), one_hot(inputs, V))
+        ref_logp = F.log_softmax(logits, -1)
+        fluency = (torch.softmax(z_noisy, -1) * -ref_logp).sum(-1).mean(-1)
+        reward_soft = scorer(torch.softmax(z_noisy / 0.5, -1))
+        topk = torch.zeros(2, 4, V, dtype=torch.bool, device=DEVICE).scatter_(-1, logits.topk(3, -1).indices, True)
+        topk_mask = torch.where(topk, 0.0, MASK_VALUE) + sea.mask
+        assert torch.allclose(stats["logp_ref"], ref_logp.gather(-1, inputs[..., None]).squeeze(-1).sum(-1), atol=1e-5)
+        assert torch.allclose(stats["reward_soft"], reward_soft, atol=1e-5)
+        assert torch.allclose(stats["energy"], 0.7 * fluency - 1.3 * reward_soft, atol=1e-5)
+        assert torch.equal(stats["ids"], (z_before + sea.mask + topk_mask).argmax(-1))
+        assert torch.equal(state["topk_mask"], topk_mask)
+        assert not torch.equal(z.detach(), z_before)
+        previous_mask = topk_mask
