@@ -415,3 +415,80 @@ def test_two_reference_iterations_by_hand(tiny_policy, tiny_reward):
         assert torch.equal(state["topk_mask"], topk_mask)
         assert not torch.equal(z.detach(), z_before)
         previous_mask = topk_mask
+
+
+def _dlp_sea(policy, reward, **kw):
+    from sea_minimal.compute import ComputeMeter
+
+    sea = SEA(policy, reward, SEAConfig.exact_mcmc(num_chains=64, length=4, alpha=2.0, dlp_step=1.5, **kw))
+    sea._meter = ComputeMeter()
+    return sea
+
+
+def test_dlp_proposal_by_hand(tiny_policy, tiny_reward):
+    """q(y'_t = v | y) ∝ exp(-(g_tv - g_t,y_t) / 2 - [v != y_t] / dlp_step), forbidden tokens never, frozen
+    positions keep their token."""
+    from sea_minimal.sampler import MASK_VALUE
+
+    sea = _dlp_sea(tiny_policy, tiny_reward)
+    sea.mask = sea.mask.clone()
+    sea.mask[3] = MASK_VALUE
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    grad = torch.randn(2, 4, V, generator=gen, device=DEVICE)
+    ids = torch.tensor([[0, 1, 2, 4], [5, 6, 7, 8]], device=DEVICE)
+    change = 1.0 - one_hot(ids, V)
+    want = F.log_softmax(-0.5 * (grad - grad.gather(-1, ids[..., None])) - change / 1.5 + sea.mask, -1)
+    got = sea._dlp_proposal(grad, ids)
+    assert torch.allclose(got, want, atol=1e-5) and got[..., 3].exp().max() < 1e-6
+    frozen = torch.tensor([[True, False, False, True], [False, False, False, False]], device=DEVICE)
+    got = sea._dlp_proposal(grad, ids, frozen)
+    assert torch.allclose(got[~frozen], want[~frozen], atol=1e-5)
+    assert torch.allclose(got[frozen].exp().gather(-1, ids[frozen][:, None]), torch.ones(2, 1, device=DEVICE))
+
+
+def test_dlp_block_frees_exactly_k_positions_per_chain(tiny_policy, tiny_reward):
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    assert _dlp_sea(tiny_policy, tiny_reward, dlp_block=0)._dlp_block((3, 5), gen, DEVICE) is None
+    assert _dlp_sea(tiny_policy, tiny_reward, dlp_block=5)._dlp_block((3, 5), gen, DEVICE) is None
+    frozen = _dlp_sea(tiny_policy, tiny_reward, dlp_block=2)._dlp_block((40, 5), gen, DEVICE)
+    assert frozen.shape == (40, 5) and frozen.dtype == torch.bool
+    assert (frozen.sum(-1) == 3).all()  # 2 of 5 positions free in every chain
+    assert len({tuple(row.tolist()) for row in frozen}) > 1  # and not the same ones everywhere
+    assert (~frozen).float().mean(0).min() > 0  # every position gets its turn
+
+
+@pytest.mark.parametrize("mode", ["mh", "unadjusted", "descent"])
+def test_one_dlp_step_by_hand(tiny_policy, tiny_reward, mode):
+    """One step of the MH recipe with its random draws replayed: a proposal from q, accepted when
+    log u < U(y) - U(y') + log q(y | y') - log q(y' | y); without the MH test every proposal is taken; without
+    noise the proposal is q's mode, taken when it lowers U."""
+    kw = {"mh": {}, "unadjusted": {"mh_correction": False}, "descent": {"use_noise": False}}[mode]
+    sea = _dlp_sea(tiny_policy, tiny_reward, **kw)
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    cache, scorer = encode_prompt(tiny_policy.model, prompt), tiny_reward.for_prompt(prompt)
+    z = torch.randn(64, 4, V, generator=torch.Generator(device=DEVICE).manual_seed(2), device=DEVICE) * 2
+    cur = sea._dlp_evaluate(cache, scorer, z.argmax(-1))
+    state = {}
+    _, stats = sea._dlp_iteration(0, z, cache, scorer, torch.Generator(device=DEVICE).manual_seed(3), state)
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    log_q = sea._dlp_proposal(cur["grad"], cur["ids"])
+    if mode == "descent":
+        proposal = log_q.argmax(-1)
+    else:
+        proposal = torch.multinomial(log_q.exp().view(-1, V), 1, generator=gen).view(64, 4)
+    new = sea._dlp_evaluate(cache, scorer, proposal)
+    if mode == "mh":
+        forward = log_q.gather(-1, proposal[..., None]).squeeze(-1).sum(-1)
+        log_q_back = sea._dlp_proposal(new["grad"], proposal)
+        backward = log_q_back.gather(-1, cur["ids"][..., None]).squeeze(-1).sum(-1)
+        u = torch.rand(64, generator=gen, device=DEVICE)
+        accept = torch.log(u) < cur["energy"] - new["energy"] + backward - forward
+        assert 0 < accept.float().mean() < 1
+    elif mode == "unadjusted":
+        accept = torch.ones(64, dtype=torch.bool, device=DEVICE)
+    else:
+        accept = new["energy"] < cur["energy"]
+    assert torch.equal(stats["accept"], accept.float())
+    assert torch.equal(stats["ids"], torch.where(accept[:, None], proposal, cur["ids"]))
+    assert torch.allclose(stats["energy"], torch.where(accept, new["energy"], cur["energy"]))
+    assert torch.allclose(stats["noise"], (proposal != cur["ids"]).float().mean(-1))
