@@ -492,3 +492,16 @@ def test_one_dlp_step_by_hand(tiny_policy, tiny_reward, mode):
     assert torch.equal(stats["ids"], torch.where(accept[:, None], proposal, cur["ids"]))
     assert torch.allclose(stats["energy"], torch.where(accept, new["energy"], cur["energy"]))
     assert torch.allclose(stats["noise"], (proposal != cur["ids"]).float().mean(-1))
+
+
+def test_langevin_noise_enters_the_update_and_is_recorded(tiny_policy, tiny_reward):
+    """The iteration adds sqrt(2 eta) * noise_scale * xi (recorded as "noise"); use_noise=False removes it; the
+    soft reward is tracked only when asked."""
+    base = dict(recipe="langevin", num_chains=3, length=4, steps=3, seed=0, step_size=0.5, noise_scale=0.7)
+    run = lambda **kw: SEA(tiny_policy, tiny_reward, SEAConfig(**{**base, **kw})).run([PROMPT], progress=False)[0]
+    noisy, quiet = run(), run(use_noise=False)
+    assert np.allclose(noisy.trajectory["noise"], math.sqrt(2 * 0.5) * 0.7)
+    assert np.allclose(quiet.trajectory["noise"], 0.0)
+    assert not np.allclose(noisy.trajectory["reward_soft"][1:], quiet.trajectory["reward_soft"][1:])
+    assert np.isfinite(noisy.trajectory["reward_soft"]).all()
+    assert np.isnan(run(track_soft_reward=False).trajectory["reward_soft"]).all()
