@@ -15,7 +15,8 @@ Writes, beside each other in ``results/mutation/``:
 * ``score.json``: per module the count of each verdict and the score, killed / (killed + survived + no tests +
   suspicious), timeouts counted as killed (the mutant hangs the code: a test would notice);
 * ``survivors.md``: every survivor with its diff and its triage from ``triage.yaml`` (why it is equivalent or
-  harmless), or "untriaged" where no one has looked yet.
+  harmless, or that it is a gap still open): a reason per mutant name, else the first rule whose regular
+  expression matches the mutant's added line; "untriaged" where no one has looked yet.
 
 Not part of CI: on 2 CPU cores it takes hours for all modules.
 """
@@ -31,6 +32,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import yaml
@@ -95,29 +97,66 @@ def score(found: dict[str, tuple[str, str]], modules: list[str]) -> dict:
     return {"modules": {m: summary(c) for m, c in counts.items()}, "total": summary(total)}
 
 
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path).strip() for n in names}))
+"""
+
+
+def diffs(names: list[str]) -> dict[str, str]:
+    """{mutant name: its diff}, in one process (``mutmut show`` per name reloads everything: minutes)."""
+    done = subprocess.run([sys.executable, "-c", _DIFFS], cwd=ROOT, input=json.dumps(names), text=True,
+                          capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"reading the mutants' diffs failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def load_triage(path: Path) -> dict:
+    """``{"mutants": {name: reason}, "rules": [{"added": regex, "reason": text}]}`` (both optional)."""
+    triage = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    return {"mutants": triage.get("mutants") or {}, "rules": triage.get("rules") or []}
+
+
+def triage_of(name: str, diff: str, triage: dict) -> str:
+    """The reason for one survivor: by name, else by the first rule matching a line the mutant adds."""
+    if name in triage["mutants"]:
+        return triage["mutants"][name]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    for rule in triage["rules"]:
+        if any(re.search(rule["added"], line) for line in added):
+            return rule["reason"]
+    return "untriaged"
+
+
 def write_report(modules: list[str]) -> dict:
     found = verdicts()
     result = score(found, modules)
     result["date"] = datetime.date.today().isoformat()
-    result["mutmut"] = __import__("importlib.metadata").metadata.version("mutmut")
+    result["mutmut"] = version("mutmut")
     result["tests"] = "fast suite less `heavy` (pyproject [tool.mutmut] pytest_add_cli_args_test_selection)"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "score.json").write_text(json.dumps(result, indent=1) + "\n")
 
-    triage_file = OUT / "triage.yaml"
-    triage = (yaml.safe_load(triage_file.read_text()) if triage_file.exists() else None) or {}
+    triage = load_triage(OUT / "triage.yaml")
     survivors = [(name, module, v) for name, (module, v) in sorted(found.items())
                  if module in modules and v in NOT_KILLED]
+    diff_of = diffs([name for name, _, _ in survivors])
+    entries = [(name, v, diff_of[name], triage_of(name, diff_of[name], triage)) for name, _, v in survivors]
+    reasons = collections.Counter(reason for *_, reason in entries)
     lines = ["# Surviving mutants", "",
              f"mutmut {result['mutmut']}, {result['date']}; written by `scripts/mutation_test.py` from mutmut's "
              "state. Each survivor's reason comes from `triage.yaml` beside this file.", "",
-             "| module | killed | tested | score |", "|---|---|---|---|"]
+             "| module | killed | tested | not run yet | score |", "|---|---|---|---|---|"]
     for m, s in [*result["modules"].items(), ("all", result["total"])]:
-        lines.append(f"| {m} | {s['killed']} | {s['tested']} | "
+        lines.append(f"| {m} | {s['killed']} | {s['tested']} | {s['not_run']} | "
                      + (f"{s['score']:.1%}" if s["score"] is not None else "not run") + " |")
-    for name, module, v in survivors:
-        diff = mutmut("show", name, capture=True).split("\n", 1)[-1].strip()
-        lines += ["", f"## `{name}` ({v})", "", f"Triage: {triage.get(name, 'untriaged')}", "", "```diff", diff, "```"]
+    lines += ["", "## Survivors by reason", "", "| survivors | reason |", "|---|---|"]
+    lines += [f"| {n} | {reason} |" for reason, n in reasons.most_common()]
+    for name, v, diff, reason in entries:
+        lines += ["", f"### `{name}` ({v})", "", f"Triage: {reason}", "", "```diff", diff, "```"]
     (OUT / "survivors.md").write_text("\n".join(lines) + "\n")
     return result
 
