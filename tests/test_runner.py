@@ -261,3 +261,23 @@ def test_records_serialise_paths_tuples_and_tensors_and_name_what_they_cannot():
                                  default=runner._json_default)) == {"p": "x/y", "t": [1, 2], "z": [1.5]}
     with pytest.raises(TypeError, match="^not JSON serialisable: set$"):
         runner._json_default({1})
+
+
+def test_a_record_has_exactly_the_documented_fields_and_a_rerun_says_what_it_skipped(tmp_path):
+    path, logged = tmp_path / "r.jsonl", []
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(tiny_grid(path)))
+    first = runner.run_grid(grid_file, progress=False, log=logged.append)  # a grid read from its YAML file
+    assert first["done"] == 6 and first["skipped"] == 0
+    assert any("6 items (2 methods x 3 prompts x 1 seeds), 0 already in" in line for line in logged)
+    rec = lines(path)[0]
+    assert set(rec) == {"label", "config_hash", "prompt_id", "seed", "method", "result_method", "params", "grid",
+                        "dataset", "policy", "reward_name", "prompt", "prefill", "text", "selected", "candidates",
+                        "initial_texts", "initial_rewards", "iterations", "trajectory", "kl_per_position",
+                        "metrics", "compute", "wall_time", "versions", "device", "timestamp"}
+    assert (rec["grid"], rec["dataset"], rec["policy"], rec["reward_name"]) == ("tiny", "inline", "tiny-random",
+                                                                                "linear")
+    assert rec["result_method"] == "greedy" and rec["iterations"] == 1 and rec["selected"] == 0
+    assert rec["timestamp"].endswith("+00:00") and rec["wall_time"] > 0
+    again = runner.run_grid(grid_file, progress=False, log=logged.append)
+    assert again == {"done": 0, "skipped": 6, "pending_left": 0, "path": str(path)}
