@@ -124,3 +124,13 @@ def test_langevin_noise_scale_zero_is_gradient_descent():
     gen = torch.Generator().manual_seed(0)
     z, grad = torch.randn(5), torch.randn(5)
     torch.testing.assert_close(langevin_step(z, grad, 0.1, 0.0, gen), z - 0.1 * grad)
+
+
+def test_continuing_a_sample_without_its_cache_says_how_to_keep_it():
+    import pytest
+
+    model = tiny_lm()
+    samples = decode(model, encode_prompt(model, torch.tensor([1, 2, 3], device=DEVICE)), 2, 3, None,
+                     temperature=0.0)
+    with pytest.raises(RuntimeError, match=r"^decode\(\.\.\., keep_cache=True\) is needed to continue a sample\.$"):
+        samples.continue_from(0)
