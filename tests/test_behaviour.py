@@ -505,3 +505,21 @@ def test_langevin_noise_enters_the_update_and_is_recorded(tiny_policy, tiny_rewa
     assert not np.allclose(noisy.trajectory["reward_soft"][1:], quiet.trajectory["reward_soft"][1:])
     assert np.isfinite(noisy.trajectory["reward_soft"]).all()
     assert np.isnan(run(track_soft_reward=False).trajectory["reward_soft"]).all()
+
+
+def test_hf_classifier_reward_reads_a_per_token_head_at_the_last_position():
+    """A reward model with a score per position ([C, T, 1], e.g. a token-classification head) is read at the last
+    position, after the suffix."""
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=64, num_labels=1, initializer_range=0.5)
+    model = LlamaForTokenClassification(config).to(DEVICE).eval()
+    response, eot = [2, 7, 5], 10
+    with torch.no_grad():
+        per_token = model(input_ids=torch.tensor([PROMPT + response + [eot]], device=DEVICE)).logits[0, :, 0]
+    assert abs(float(per_token[-1] - per_token[-2])) > 1e-3
+    scorer = HFClassifierReward(model, suffix_ids=[eot]).for_prompt(torch.tensor(PROMPT, device=DEVICE))
+    assert float(scorer(one_hot(torch.tensor([response], device=DEVICE), V))[0]) == pytest.approx(float(per_token[-1]),
+                                                                                                  abs=1e-4)
