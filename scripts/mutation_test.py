@@ -4,19 +4,23 @@
     python scripts/mutation_test.py                          # every module of pyproject [tool.mutmut] only_mutate
     python scripts/mutation_test.py --modules config judges  # some of them
     python scripts/mutation_test.py --report-only            # rewrite the report from mutmut's state in mutants/
+    python scripts/mutation_test.py --recheck-survivors      # after adding tests: rerun the survivors only
 
 mutmut writes one small deliberate bug (a mutant) at a time into a copy of the package in ``mutants/`` and runs
 the tests that reach the mutated function (the fast suite less the ``heavy`` statistical tests; see
 pyproject.toml). A mutant is *killed* when a test fails, *survived* when all pass. The run is resumable: mutmut
-keeps its verdicts in ``mutants/`` and a rerun checks only what is new or changed.
+keeps its verdicts in ``mutants/`` and a rerun checks only what is new or changed. ``mutants/`` is not committed,
+so the verdicts are also kept in ``results/mutation/state/`` (mutmut's per-module ``.meta`` files: a verdict per
+mutant and a hash per function) and put back into a fresh ``mutants/``: on a new checkout mutmut keeps every
+verdict whose function is unchanged and reruns the rest.
 
 Writes, beside each other in ``results/mutation/``:
 
 * ``score.json``: per module the count of each verdict and the score, killed / (killed + survived + no tests +
   suspicious), timeouts counted as killed (the mutant hangs the code: a test would notice);
 * ``survivors.md``: every survivor with its diff and its triage from ``triage.yaml`` (why it is equivalent or
-  harmless, or that it is a gap still open): a reason per mutant name, else the first rule whose regular
-  expression matches the mutant's added line; "untriaged" where no one has looked yet.
+  harmless, or that it is a gap still open): a reason per mutant name, else per function, else the first rule
+  that matches the mutant's diff; "untriaged" where no one has looked yet.
 
 Not part of CI: on 2 CPU cores it takes hours for all modules.
 """
@@ -29,6 +33,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -39,6 +44,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "mutation"
+STATE = OUT / "state"
+MUTANTS = ROOT / "mutants" / "sea_minimal"
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 NOT_KILLED = {"survived", "no tests", "suspicious"}
 NOT_RUN = {"not checked", "skipped", "check was interrupted by user"}
@@ -80,6 +87,44 @@ def verdicts() -> dict[str, tuple[str, str]]:
     return found
 
 
+def restore_state() -> int:
+    """Copies the committed verdicts into a ``mutants/`` that lacks them; returns how many files it copied."""
+    copied = 0
+    for meta in sorted(STATE.glob("*.py.meta")):
+        target = MUTANTS / meta.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(meta, target)
+            copied += 1
+    return copied
+
+
+def save_state(modules: list[str]) -> None:
+    """Copies mutmut's verdicts of ``modules`` from ``mutants/`` into the repository (results/mutation/state/)."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    for m in modules:
+        meta = MUTANTS / f"{m}.py.meta"
+        if meta.exists():
+            shutil.copy2(meta, STATE / meta.name)
+
+
+def forget_survivors(modules: list[str]) -> int:
+    """Marks the survivors and the "no tests" mutants of ``modules`` as not checked, so the next run retests them
+    (after new tests: mutmut itself only reruns mutants whose function changed). Returns how many."""
+    reset = 0
+    for m in modules:
+        meta = MUTANTS / f"{m}.py.meta"
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        for name, code in data["exit_code_by_key"].items():
+            if code in (0, 5, 33):  # survived, no tests (see mutmut.stats.status_by_exit_code)
+                data["exit_code_by_key"][name] = None
+                reset += 1
+        meta.write_text(json.dumps(data, indent=4))
+    return reset
+
+
 def score(found: dict[str, tuple[str, str]], modules: list[str]) -> dict:
     """Per module and in total: verdict counts and killed / tested (tested = killed + not killed)."""
     counts = {m: collections.Counter() for m in modules}
@@ -115,18 +160,35 @@ def diffs(names: list[str]) -> dict[str, str]:
 
 
 def load_triage(path: Path) -> dict:
-    """``{"mutants": {name: reason}, "rules": [{"added": regex, "reason": text}]}`` (both optional)."""
+    """``{"mutants": {name: reason}, "functions": {function: reason}, "rules": [rule]}`` (all optional).
+
+    A rule is ``{"added": regex, "reason": text}`` (a line the mutant adds matches) or ``{"dropped": regex,
+    "reason": text}`` (a line the mutant removes matches and no line it adds does: an argument left out). A function
+    is the mutant's name without its ``__mutmut_N`` number, e.g. ``sea_minimal.runner.x_tiny_random_policy``."""
     triage = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    return {"mutants": triage.get("mutants") or {}, "rules": triage.get("rules") or []}
+    return {"mutants": triage.get("mutants") or {}, "functions": triage.get("functions") or {},
+            "rules": triage.get("rules") or []}
+
+
+def _rule_matches(rule: dict, added: list[str], removed: list[str]) -> bool:
+    if "added" in rule:
+        return any(re.search(rule["added"], line) for line in added)
+    return (any(re.search(rule["dropped"], line) for line in removed)
+            and not any(re.search(rule["dropped"], line) for line in added))
 
 
 def triage_of(name: str, diff: str, triage: dict) -> str:
-    """The reason for one survivor: by name, else by the first rule matching a line the mutant adds."""
+    """The reason for one survivor: by name, else by function, else by the first rule its diff matches."""
     if name in triage["mutants"]:
         return triage["mutants"][name]
-    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    function = name.rsplit("__mutmut_", 1)[0]
+    if function in triage["functions"]:
+        return triage["functions"][function]
+    lines = diff.splitlines()
+    added = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
+    removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
     for rule in triage["rules"]:
-        if any(re.search(rule["added"], line) for line in added):
+        if _rule_matches(rule, added, removed):
             return rule["reason"]
     return "untriaged"
 
@@ -167,13 +229,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modules", nargs="+", default=known, choices=known, help="module stems to mutate")
     parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite results/mutation/ from mutants/")
+    parser.add_argument("--recheck-survivors", action="store_true",
+                        help="retest the survivors of --modules (after adding tests), then report")
     args = parser.parse_args(argv)
     if not args.report_only:
+        if restore_state():
+            print(f"restored mutmut's verdicts from {STATE.relative_to(ROOT)}/ (kept where a function is unchanged)")
+        if args.recheck_survivors:
+            print(f"retesting {forget_survivors(args.modules)} survivors")
         mutmut("run", "--max-children", str(args.max_children), *[f"sea_minimal.{m}.*" for m in args.modules])
+    save_state(known)
     result = write_report(known)
     for m, s in [*result["modules"].items(), ("all", result["total"])]:
         print(f"{m:>10}: " + (f"{s['score']:.1%} of {s['tested']} killed" if s["score"] is not None else "not run"))
-    print(f"wrote {OUT.relative_to(ROOT)}/score.json and survivors.md")
+    print(f"wrote {OUT.relative_to(ROOT)}/score.json, survivors.md and state/")
 
 
 if __name__ == "__main__":

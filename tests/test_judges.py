@@ -355,3 +355,34 @@ def test_reward_judge_score_needs_one_response_per_prompt():
         judge.score([[1], [2]], [[3]])
     with pytest.raises(ValueError, match="^This policy has no tokenizer: pass responses as lists of token ids.$"):
         judge([2], "text")
+
+
+def test_reward_judge_retokenises_a_text_response_without_special_tokens():
+    """The judge scores the words the user reads: the tokenizer's own BOS (added unless add_special_tokens=False,
+    as Llama tokenizers do) must not be scored."""
+    from types import SimpleNamespace
+
+    class Tokenizer:
+        def __call__(self, text, add_special_tokens=True):
+            ids = [1 + "abcdef".index(ch) for ch in text]
+            return {"input_ids": ([9] if add_special_tokens else []) + ids}
+
+    policy = Policy(tiny_lm(), tokenizer=None, name="tiny")
+    text_policy = SimpleNamespace(tokenizer=Tokenizer(), vocab_size=11, device=policy.device,
+                                  encode_prompt=policy.encode_prompt)
+    weights = torch.zeros(11, device=DEVICE)
+    weights[9] = 100.0  # the BOS would dominate the score
+    weights[1:4] = torch.tensor([1.0, 2.0, 4.0], device=DEVICE)
+    judge = RewardJudge(VocabReward(weights, reduce="sum"), text_policy)
+    assert judge([3, 1, 4], "abc") == pytest.approx(7.0)
+    assert judge.score([[3, 1, 4], [2]], ["c", "ba"]).tolist() == pytest.approx([4.0, 3.0])
+
+
+def test_paired_bootstrap_rejects_two_dimensional_input():
+    with pytest.raises(ValueError, match="1-D arrays of equal length"):
+        paired_bootstrap(np.ones((3, 4)), np.ones((3, 4)))
+
+
+def test_vectorised_and_per_resample_statistics_agree():
+    x = np.random.default_rng(0).normal(size=25)
+    assert bootstrap_ci(x, stat=np.median) == pytest.approx(bootstrap_ci(x, stat=lambda v: float(np.median(v))))
