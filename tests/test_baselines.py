@@ -198,6 +198,22 @@ def test_baseline_defaults_are_the_documented_ones():
     assert defaults(args) == {"seed": 0, "w": 1.0, "top_k": 50, "length": 50, "initial": True, "fixed_length": False}
 
 
+def test_a_call_without_settings_runs_with_the_documented_defaults(tiny_policy, tiny_reward):
+    """What the defaults do, not only what the signature says (mutmut's trampolines keep the signature)."""
+    expected = {
+        sampled: {"length": 50, "temperature": 1.0, "top_k": 50},
+        args: {"w": 1.0, "top_k": 50, "length": 50},
+        cbs: {"beam_width": 1, "successors": 4, "chunk_length": 32, "length": 50, "temperature": 1.0, "top_k": 50},
+        best_of_n: {"n": 16, "temperature": 1.0, "top_k": 50, "length": 50, "batch_size": 16},
+    }
+    for method, config in expected.items():
+        res = method(tiny_policy, tiny_reward, PROMPT)
+        assert res.seed == 0 and res.config == {"method": method.__name__, **config}, method.__name__
+        assert len(res.initial_texts) == 1, method.__name__  # initial=True by default
+        assert max(len(c["token_ids"]) for c in res.candidates) <= 50
+    assert len(best_of_n(tiny_policy, tiny_reward, PROMPT).candidates) == 16
+
+
 def test_top_k_one_is_greedy_for_every_sampling_baseline(tiny_policy, tiny_reward):
     """top_k reaches the decoder: with k = 1 a sample, every CBS successor and ARGS are the greedy answer."""
     g = greedy(tiny_policy, tiny_reward, PROMPT, length=6).candidates[0]["token_ids"]
@@ -216,3 +232,44 @@ def test_baseline_settings_below_one_are_refused_and_one_is_accepted(tiny_policy
         with pytest.raises(ValueError, match="^beam_width, successors and chunk_length must be >= 1$"):
             cbs(tiny_policy, tiny_reward, PROMPT, length=3, **{bad: 0})
     cbs(tiny_policy, tiny_reward, PROMPT, length=3, beam_width=1, successors=1, chunk_length=1)
+
+
+def test_sampled_is_best_of_one_and_every_sampler_stops_or_bans_as_asked(tiny_policy, tiny_reward):
+    """One sample is Best-of-1 with the same seed (one row drawn, not two); at the stop token a sample and every
+    CBS beam end; on SEA's response space (fixed_length) no special token appears and every answer has `length`."""
+    for seed in range(4):
+        one = sampled(tiny_policy, tiny_reward, PROMPT, seed=seed, length=6, initial=False)
+        bon = best_of_n(tiny_policy, tiny_reward, PROMPT, seed=seed, n=1, length=6, initial=False)
+        assert one.candidates[0]["token_ids"] == bon.candidates[0]["token_ids"]
+        assert one.compute["forward_tokens"] == bon.compute["forward_tokens"]
+    cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=tiny_policy.device))
+    stop = int(cache.next_logits.argsort(descending=True)[1])  # pi_ref's second choice: sampled often, not first
+    tiny_policy.__dict__["special_ids"] = [stop]
+    runs = [sampled(tiny_policy, tiny_reward, PROMPT, seed=s, length=12, temperature=2.0) for s in range(12)]
+    runs += [cbs(tiny_policy, tiny_reward, PROMPT, seed=s, length=12, chunk_length=3, temperature=2.0)
+             for s in range(6)]
+    answers = [c["token_ids"] for r in runs for c in r.candidates]
+    assert all(stop not in ids for ids in answers)
+    assert any(len(ids) < 12 for ids in answers)  # the test has power: some answers ended at the stop token
+    fixed = [sampled(tiny_policy, tiny_reward, PROMPT, seed=s, length=12, temperature=2.0, fixed_length=True)
+             for s in range(12)]
+    fixed += [cbs(tiny_policy, tiny_reward, PROMPT, seed=s, length=12, chunk_length=3, temperature=2.0,
+                  fixed_length=True) for s in range(6)]
+    assert all(len(c["token_ids"]) == 12 and stop not in c["token_ids"] for r in fixed for c in r.candidates)
+
+
+def test_cbs_expands_every_open_beam_and_never_opens_with_the_stop_token(tiny_policy, tiny_reward):
+    """A finished beam ranked first does not stop the round: the open beams behind it are still extended, so
+    `beam_width` beams come back. Only a beam's first token is kept from being the stop token (no empty answers):
+    a beam can stop where a later chunk starts."""
+    cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=tiny_policy.device))
+    ranked = cache.next_logits.argsort(descending=True).tolist()
+    tiny_policy.__dict__["special_ids"] = [ranked[1]]
+    widths = [len(cbs(tiny_policy, tiny_reward, PROMPT, seed=s, beam_width=3, successors=2, chunk_length=2,
+                      length=10, temperature=2.0).candidates) for s in range(10)]
+    assert widths == [3] * 10
+    # one-token chunks: a beam may stop at the start of any later chunk, only its very first token is banned
+    lengths = [len(c["token_ids"]) for s in range(10) for c in
+               cbs(tiny_policy, tiny_reward, PROMPT, seed=s, beam_width=2, successors=2, chunk_length=1, length=8,
+                   temperature=2.0).candidates]
+    assert min(lengths) >= 1 and min(lengths) < 8
