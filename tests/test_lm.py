@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from conftest import DEVICE, tiny_lm
 from sea_minimal import langevin_step
-from sea_minimal.lm import decode, encode_prompt, next_token_logits, sequence_logprob, straight_through
+from sea_minimal.lm import decode, encode_prompt, next_token_logits, sample_tokens, sequence_logprob, straight_through
 
 PROMPT = torch.tensor([3, 1, 4, 1, 5], device=DEVICE)
 
@@ -134,3 +134,49 @@ def test_continuing_a_sample_without_its_cache_says_how_to_keep_it():
                      temperature=0.0)
     with pytest.raises(RuntimeError, match=r"^decode\(\.\.\., keep_cache=True\) is needed to continue a sample\.$"):
         samples.continue_from(0)
+
+
+def test_straight_through_and_relax_default_to_temperature_one():
+    """Without tau, the backward pass is the Jacobian of softmax(z) itself (tau = 1), by hand."""
+    from sea_minimal.lm import relax, straight_through
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, dtype=torch.float64)
+    p = torch.softmax(z.detach(), -1)
+    want = p * (w - (p * w).sum(-1, keepdim=True))
+    for f in (straight_through, lambda x: relax(x)[0], lambda x: relax(x)[1]):
+        (grad,) = torch.autograd.grad((f(z) * w).sum(), z)
+        assert torch.allclose(grad, want)
+    hard = straight_through(z)
+    assert hard.dtype == z.dtype and torch.equal(hard, torch.nn.functional.one_hot(z.argmax(-1), 5).double())
+
+
+def test_sample_tokens_is_decode_padded_to_the_full_length():
+    """sample_tokens passes every setting to decode and pads: 0 tokens and 0 logits after decoding ended, stopped
+    True from a row's stop token on (its own position included)."""
+    model = tiny_lm()
+    cache = encode_prompt(model, torch.tensor([3, 1, 4, 1, 5], device=DEVICE))
+
+    def ends_every_row(v):
+        s = decode(model, cache, 3, 10, torch.Generator(device=DEVICE).manual_seed(4), 0.5, 3, [v])
+        return s.tokens.shape[1] < 10
+
+    stop = next(v for v in range(11) if ends_every_row(v))  # so that the padding is exercised
+    settings = [dict(temperature=0.5, top_k=3, stop_ids=[stop]), dict(temperature=1.5, banned_ids=[stop, 2]),
+                dict(temperature=3.0, top_k=2)]
+    for kw in settings:
+        tokens, logits, stopped = sample_tokens(model, cache, 3, 10, torch.Generator(device=DEVICE).manual_seed(4),
+                                                **kw)
+        s = decode(model, cache, 3, 10, torch.Generator(device=DEVICE).manual_seed(4), return_logits=True, **kw)
+        run = s.tokens.shape[1]
+        assert tokens.shape == (3, 10) and logits.shape == (3, 10, 11) and stopped.shape == (3, 10)
+        positions = torch.arange(10, device=DEVICE)[None]
+        assert torch.equal(stopped, positions >= s.lengths[:, None])
+        assert torch.equal(tokens[:, :run], s.tokens.masked_fill(stopped[:, :run], 0))
+        assert (tokens[stopped] == 0).all() and torch.equal(logits[:, :run], s.logits)
+        assert (logits[:, run:] == 0).all()
+        if "stop_ids" in kw:
+            assert run < 10 and stopped.any(-1).all()
+        elif "banned_ids" in kw:
+            assert not stopped.any() and not torch.isin(tokens, torch.tensor([stop, 2], device=DEVICE)).any()
