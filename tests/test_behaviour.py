@@ -523,3 +523,97 @@ def test_hf_classifier_reward_reads_a_per_token_head_at_the_last_position():
     scorer = HFClassifierReward(model, suffix_ids=[eot]).for_prompt(torch.tensor(PROMPT, device=DEVICE))
     assert float(scorer(one_hot(torch.tensor([response], device=DEVICE), V))[0]) == pytest.approx(float(per_token[-1]),
                                                                                                   abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------- second mutmut run
+def test_dlp_gradient_is_the_energys_derivative_in_the_one_hot_tokens(tiny_policy, tiny_reward):
+    """Catches the MH recipe proposing blind (one-hot tokens without gradient): with the reward alone, U = -alpha
+    sum_t w[y_t], so dU / d onehot(y)_tv = -alpha w_v at every position."""
+    sea = _dlp_sea(tiny_policy, tiny_reward, use_reference=False)
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    cache, scorer = encode_prompt(tiny_policy.model, prompt), tiny_reward.for_prompt(prompt)
+    ids = torch.tensor([[0, 3, 5, 7], [1, 1, 2, 9]], device=DEVICE)
+    got = sea._dlp_evaluate(cache, scorer, ids)["grad"]
+    want = (-2.0 * tiny_reward.weights.to(DEVICE)).expand(2, 4, V)
+    assert torch.allclose(got, want)
+
+
+def test_dlp_block_changes_at_most_its_size_and_is_seeded(tiny_policy, tiny_reward):
+    """With a block of k of T positions, no proposal changes more than k tokens (the block reaches the proposal),
+    and the block is drawn from the run's seeded generator: the same seed gives the same run."""
+    base = dict(recipe="dlp", num_chains=6, length=6, steps=8, seed=3, dlp_block=1, dlp_step=3.0, alpha=3.0,
+                init_keep_sample=True)
+    one = run(tiny_policy, tiny_reward, **base)
+    assert np.max(one.trajectory["noise"]) <= 1 / 6 + 1e-6 and np.max(one.trajectory["noise"]) > 0
+    torch.rand(7)  # the global generator moves on; the run must not depend on it
+    two = run(tiny_policy, tiny_reward, **base)
+    assert one.texts == two.texts and one.trajectory["energy"] == two.trajectory["energy"]
+
+
+def test_dlp_evaluates_one_proposal_per_iteration(tiny_policy, tiny_reward):
+    """Catches the chain being re-initialised every iteration: one more iteration costs exactly one evaluation
+    (C x (T - 1) tokens forward and backward, C reward calls)."""
+    C, T = 4, 5
+    cfg = dict(recipe="dlp", num_chains=C, length=T, seed=0, init_keep_sample=True)
+    short, long = run(tiny_policy, tiny_reward, steps=3, **cfg), run(tiny_policy, tiny_reward, steps=4, **cfg)
+    assert long.compute["forward_tokens"] - short.compute["forward_tokens"] == C * (T - 1)
+    assert long.compute["backward_tokens"] - short.compute["backward_tokens"] == C * (T - 1)
+    assert long.compute["reward_calls"] - short.compute["reward_calls"] == C
+
+
+def test_one_mh_step_with_a_block_by_hand(tiny_policy, tiny_reward):
+    """The MH ratio of a block proposal uses the block's proposal both ways: q(y' | y) and q(y | y') with the same
+    frozen positions (their factors are 1 and drop out)."""
+    sea = _dlp_sea(tiny_policy, tiny_reward, dlp_block=2)
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    cache, scorer = encode_prompt(tiny_policy.model, prompt), tiny_reward.for_prompt(prompt)
+    z = torch.randn(64, 4, V, generator=torch.Generator(device=DEVICE).manual_seed(2), device=DEVICE) * 2
+    cur = sea._dlp_evaluate(cache, scorer, z.argmax(-1))
+    _, stats = sea._dlp_iteration(0, z, cache, scorer, torch.Generator(device=DEVICE).manual_seed(3), {})
+    gen = torch.Generator(device=DEVICE).manual_seed(3)
+    frozen = sea._dlp_block((64, 4), gen, DEVICE)
+    log_q = sea._dlp_proposal(cur["grad"], cur["ids"], frozen)
+    proposal = torch.multinomial(log_q.exp().view(-1, V), 1, generator=gen).view(64, 4)
+    assert ((proposal != cur["ids"]).sum(-1) <= 2).all()
+    new = sea._dlp_evaluate(cache, scorer, proposal)
+    forward = log_q.gather(-1, proposal[..., None]).squeeze(-1).sum(-1)
+    backward = sea._dlp_proposal(new["grad"], proposal, frozen).gather(-1, cur["ids"][..., None]).squeeze(-1).sum(-1)
+    u = torch.rand(64, generator=gen, device=DEVICE)
+    accept = torch.log(u) < cur["energy"] - new["energy"] + backward - forward
+    assert 0 < accept.float().mean() < 1
+    assert torch.equal(stats["accept"], accept.float())
+    assert torch.equal(stats["ids"], torch.where(accept[:, None], proposal, cur["ids"]))
+
+
+def test_shared_backbone_path_renormalises_over_the_response_space_and_counts_chains(tiny_policy):
+    """The joint forward of a reward on the policy's backbone gives the two-forward path's log pi_ref also with
+    special tokens masked out, and meters one reward call per chain (C = 3 chains, T = 5 tokens)."""
+    from sea_minimal.reward_model import BackboneReward, LinearHead
+
+    tiny_policy.__dict__["special_ids"] = [9, 10]
+    hidden = tiny_policy.model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(weight=torch.randn(hidden, generator=gen), bias=torch.tensor(0.0),
+                      mean=torch.zeros(hidden), std=torch.ones(hidden), pooling="mean")
+    reward = BackboneReward(tiny_policy.model, head, suffix_ids=[10, 4])
+    cfg = SEAConfig(num_chains=3, length=5, steps=4, seed=0, init="random", alpha=5.0, track_soft_reward=False)
+    shared = SEA(tiny_policy, reward, cfg).run([PROMPT], progress=False)[0]
+    sea = SEA(tiny_policy, reward, cfg)
+    sea._shares_backbone = False
+    separate = sea.run([PROMPT], progress=False)[0]
+    assert np.allclose(shared.trajectory["logp_ref"], separate.trajectory["logp_ref"], atol=1e-4)
+    assert np.allclose(shared.trajectory["reward_hard"], separate.trajectory["reward_hard"], atol=1e-4)
+    assert shared.compute["reward_calls"] == separate.compute["reward_calls"] == 3 + 4 * 3
+
+
+def test_align_defaults_to_the_bundled_policy_and_the_demo_reward(tiny_policy, tiny_reward, monkeypatch):
+    from sea_minimal import align, models, rewards
+
+    made = []
+    monkeypatch.setattr(models, "load_policy", lambda: tiny_policy)
+    monkeypatch.setattr(rewards, "demo_reward", lambda policy: made.append(policy) or tiny_reward)
+    settings = dict(num_chains=2, length=4, steps=2, seed=1)
+    got = align([[1, 2, 3]], progress=False, **settings)
+    want = SEA(tiny_policy, tiny_reward, SEAConfig(**settings)).run([[1, 2, 3]], progress=False)
+    assert made == [tiny_policy] and [r.text for r in got] == [r.text for r in want]
+    assert got[0].rewards == want[0].rewards
