@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # torch is installed first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: venv book test data chromium clean distclean
+.PHONY: venv book test lab data chromium clean distclean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The notebooks in JupyterLab, on the kernel `make venv` registers (python3 of .venv). Prints the URL with its token.
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks
 
 # Downloads the data sets into $SEA_DATA_DIR (else ../shared/data), each checked against its pinned sha256; files
 # already there are kept. Reports what it could not fetch (offline, say) without failing: see README "Get the data".
