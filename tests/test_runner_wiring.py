@@ -184,6 +184,11 @@ def test_a_failing_method_names_its_label_prompt_and_seed(tmp_path, monkeypatch)
     monkeypatch.setattr(methods, "get_method", lambda name: broken)
     with pytest.raises(RuntimeError, match=r"^greedy failed on prompt 0 seed 0: boom$"):
         runner.run_grid(grid(tmp_path / "r.jsonl"), **quiet())
+    from sea_minimal import baselines
+
+    monkeypatch.setitem(baselines.BATCHED, "greedy", broken)  # a batch names all its prompts
+    with pytest.raises(RuntimeError, match=r"^greedy failed on prompt 0, 1 seed 0: boom$"):
+        runner.run_grid(grid(tmp_path / "b.jsonl", batch_prompts=2), **quiet())
 
 
 def test_run_grid_sleeps_between_items_and_logs_what_it_wrote(tmp_path, monkeypatch):
