@@ -1,0 +1,91 @@
+"""The compute meter: tokens through each watched body (once per shared body), backward tokens only with gradients,
+reward calls, wall time and peak memory; hooks gone after the block."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DEVICE, tiny_lm
+from sea_minimal import compute
+from sea_minimal.compute import Compute, ComputeMeter
+
+
+def vm_rss_mib() -> float:
+    """The kernel's own VmRSS line (kB), an independent reading of what _rss_mib reads from statm (pages)."""
+    with open("/proc/self/status") as fh:
+        line = next(line for line in fh if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_resident_set_size_matches_the_kernels_own_count_and_is_zero_where_unreadable(monkeypatch):
+    assert abs(compute._rss_mib() - vm_rss_mib()) < 8  # MiB; the two reads are microseconds apart
+
+    def unreadable(*a, **kw):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(compute, "open", unreadable, raising=False)
+    assert compute._rss_mib() == 0.0
+
+
+def test_the_peak_sampler_sees_a_short_lived_allocation():
+    sampler = compute._RSSPeak()
+    assert sampler.daemon  # never keeps the interpreter alive
+    start = sampler.peak
+    sampler.start()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    time.sleep(0.05)
+    del block
+    time.sleep(0.02)
+    peak = sampler.stop()
+    assert not sampler.is_alive() and peak - start > 48
+
+
+def test_forward_tokens_are_counted_from_ids_embeddings_or_positional_input():
+    model = tiny_lm()
+    with ComputeMeter(model, device=DEVICE) as meter:
+        with torch.no_grad():
+            model(input_ids=torch.zeros(2, 3, dtype=torch.long, device=DEVICE))  # 6 tokens
+            model(inputs_embeds=torch.zeros(4, 5, 16, device=DEVICE))  # 20 tokens
+            model.model(torch.zeros(1, 7, dtype=torch.long, device=DEVICE))  # 7 tokens, positional
+        assert (meter.compute.forward_tokens, meter.compute.backward_tokens) == (33, 0)
+        model(input_ids=torch.zeros(3, 2, dtype=torch.long, device=DEVICE))  # with gradients: 6 both ways
+        meter.count_reward(4)
+        meter.count_reward(torch.tensor(2))
+    assert meter.compute.forward_tokens == 39 and meter.compute.backward_tokens == 6
+    assert meter.compute.reward_calls == 6 and isinstance(meter.compute.reward_calls, int)
+    with torch.no_grad():
+        model(input_ids=torch.zeros(2, 3, dtype=torch.long, device=DEVICE))  # after the block: not counted
+    assert meter.compute.forward_tokens == 39 and not meter._handles
+
+
+def test_a_body_shared_by_two_models_is_hooked_once_and_none_is_ignored():
+    model = tiny_lm()
+    with ComputeMeter(model, model.model, None, device=DEVICE) as meter:
+        with torch.no_grad():
+            model(input_ids=torch.zeros(1, 4, dtype=torch.long, device=DEVICE))
+    assert meter.compute.forward_tokens == 4 and len(meter.models) == 2
+
+
+def test_wall_time_and_peak_memory_of_the_block():
+    start = time.perf_counter()
+    with ComputeMeter(device="cpu") as meter:
+        block = np.ones(64 * 2**20 // 8)
+        time.sleep(0.05)
+        del block
+    elapsed = time.perf_counter() - start
+    assert 0.05 <= meter.compute.wall_time <= elapsed
+    assert meter.compute.peak_memory_mib > 48
+    assert set(Compute().to_dict()) == {"forward_tokens", "backward_tokens", "reward_calls", "wall_time",
+                                        "peak_memory_mib"}
+    assert Compute().to_dict() == {"forward_tokens": 0, "backward_tokens": 0, "reward_calls": 0, "wall_time": 0.0,
+                                   "peak_memory_mib": 0.0}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA allocator's peak needs a GPU")
+def test_peak_memory_on_a_gpu_is_the_allocators_peak_above_entry():
+    with ComputeMeter(device="cuda") as meter:
+        x = torch.empty(32 * 2**20 // 4, device="cuda")  # 32 MiB
+        del x
+    assert 31 < meter.compute.peak_memory_mib < 40
