@@ -56,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-prompts", type=int, metavar="N",
                      help="decode up to N prompts together in methods that have a batched form (greedy); the records "
                           "are the same as one prompt at a time (default: the grid's `batch_prompts:`, else 1)")
+    cluster = run.add_argument_group("jobs (submitit, the optional extra `pip install -e \".[cluster]\"`)",
+                                     "Deal the pending items into K jobs that write shards, folded into the results "
+                                     "file when they end (sea_minimal/cluster.py).")
+    cluster.add_argument("--executor", choices=["local", "slurm"],
+                         help="local: K processes on this machine; slurm: a SLURM job array")
+    cluster.add_argument("--jobs", type=int, default=1, metavar="K", help="number of jobs (default: %(default)s)")
+    cluster.add_argument("--partition", help="SLURM partition")
+    cluster.add_argument("--gpus-per-job", type=int, metavar="G", help="GPUs per SLURM job")
+    cluster.add_argument("--time", type=int, metavar="MINUTES", help="time limit per job (SLURM default: 60)")
+    cluster.add_argument("--no-wait", action="store_true",
+                         help="submit and return (SLURM); the next `run` folds the shards of finished jobs")
     merge = sub.add_parser("merge", help="fold results files of parallel workers into one",
                            description="Append to TARGET every record of the PARTS that TARGET lacks (same label, "
                                        "config hash, prompt id and seed); merging twice adds nothing.")
@@ -104,6 +115,16 @@ def _run_grid(args) -> int:
             if args.batch_prompts < 1:
                 raise GridError(f"--batch-prompts must be a positive integer, got {args.batch_prompts}.")
             grid.batch_prompts = args.batch_prompts
+        if args.executor:
+            from .cluster import submit
+
+            if args.limit is not None:
+                raise GridError("--limit does not combine with --executor: the jobs share all pending items.")
+            if args.threads:
+                grid.threads = args.threads  # the jobs are new processes: they set their own threads
+            summary = submit(grid, args.executor, args.jobs, partition=args.partition, gpus_per_job=args.gpus_per_job,
+                             time_min=args.time, wait=not args.no_wait)
+            return 1 if summary["failed"] else 0
         run_grid(grid, progress=not args.quiet, limit=args.limit)
     except (GridError, ModelLoadError, VocabMismatchError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -467,11 +467,13 @@ def _record(grid, spec, row, seed, prefill, prompt, res, policy, reward, judge, 
 
 def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | None = None,
              reward_factory: Callable | None = None, progress: bool = True, limit: int | None = None,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print, only: set | None = None) -> dict:
     """Run every pending item of ``grid`` and append its record. Returns {done, skipped, pending_left, path}.
 
     ``policy_factory(name, device) -> Policy`` and ``reward_factory(name, policy) -> Reward`` replace the default
-    loaders (tests). ``limit`` runs at most that many items this time.
+    loaders (tests). ``limit`` runs at most that many items this time. ``only``: run just the items whose key
+    (label, config hash, prompt id, seed) is in this set, and count only those (a cluster job's share:
+    :mod:`sea_minimal.cluster`).
     """
     from tqdm.auto import tqdm
 
@@ -481,9 +483,14 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
     if not isinstance(grid, Grid):
         grid = parse_grid(grid) if isinstance(grid, dict) else load_grid(grid)
     prompts = load_prompts(grid.dataset, grid.data_dir)
+
+    def mine(items):
+        return items if only is None else [it for it in items if (it[0].label, it[0].config_hash, it[1]["id"], it[2])
+                                           in only]
+
     with ResultsFile(grid.results) as results:
-        pending = pending_items(grid, prompts, results.keys())
-        total = len(prompts) * len(grid.methods) * len(grid.seeds)
+        pending = mine(pending_items(grid, prompts, results.keys()))
+        total = len(prompts) * len(grid.methods) * len(grid.seeds) if only is None else len(only)
         skipped = total - len(pending)
         if limit is not None:
             pending = pending[: int(limit)]
@@ -526,7 +533,7 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
             if grid.sleep:
                 time.sleep(grid.sleep)
         bar.close()
-    left = len(pending_items(grid, prompts, {record_key(r) for r in read_records(grid.results)}))
+    left = len(mine(pending_items(grid, prompts, {record_key(r) for r in read_records(grid.results)})))
     log(f"[sea_minimal] wrote {done} records to {grid.results} ({left} items left)")
     return {"done": done, "skipped": skipped, "pending_left": left, "path": str(grid.results)}
 
