@@ -49,6 +49,7 @@ def test_only_runs_the_given_items(tmp_path):
     assert {runner.record_key(r) for r in runner.read_records(grid.results)} == mine
 
 
+@pytest.mark.heavy  # processes started by submitit: tens of seconds
 def test_two_local_jobs_give_the_records_of_one_process(tmp_path):
     single = runner.parse_grid(spec(tmp_path / "one.jsonl"))
     runner.run_grid(single, progress=False, log=lambda s: None)
@@ -62,6 +63,7 @@ def test_two_local_jobs_give_the_records_of_one_process(tmp_path):
     assert again["jobs"] == 0 and len(runner.read_records(grid.results)) == 20
 
 
+@pytest.mark.heavy  # processes started by submitit: tens of seconds
 def test_a_killed_job_loses_at_most_its_current_item_and_a_resubmission_completes_the_grid(tmp_path):
     grid = runner.parse_grid(spec(tmp_path / "r.jsonl", sleep=0.4))
     out = cluster.submit(grid, "local", 2, wait=False, log=lambda s: None)
@@ -124,6 +126,7 @@ def test_slurm_executor_is_configured_from_the_options_and_needs_a_cluster(tmp_p
         cluster.make_executor("kubernetes", tmp_path)
 
 
+@pytest.mark.heavy  # processes started by submitit: tens of seconds
 def test_cli_runs_a_grid_through_local_jobs_and_refuses_bad_options(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(json.dumps(spec(tmp_path / "r.jsonl")))
