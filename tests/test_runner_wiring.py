@@ -254,3 +254,88 @@ def test_bad_lines_are_named_by_file_and_line_and_the_rest_is_kept(tmp_path):
         with runner.ResultsFile(path) as results:
             assert results.records == [{"a": 1}, {"a": 2}]
     assert path.read_bytes().endswith(b'{"a": 2}\n')  # the partial line is cut before appending
+
+
+# ------------------------------------------------------------------------------------------ the grid, parsed
+def test_parse_grid_reads_every_field_of_a_grid_file():
+    spec = {"name": "full", "policy": "some/model", "reward": "harmlessness", "system_prompt": "Be brief.",
+            "dataset": "advbench", "seeds": 3, "length": 7, "defaults": {"fixed_length": True}, "device": "cuda:1",
+            "data_dir": "/data", "sleep": 1, "threads": 2, "batch_prompts": 4,
+            "methods": ["greedy", {"name": "b", "method": "best_of_n", "params": {"n": 2},
+                                   "variants": [{"n": 4}, {"name": "big", "n": 8}]}]}
+    grid = runner.parse_grid(spec)
+    assert (grid.name, grid.policy, grid.reward, grid.system_prompt) == ("full", "some/model", "harmlessness",
+                                                                         "Be brief.")
+    assert grid.dataset == {"name": "advbench"} and grid.seeds == [3] and grid.results == runner.Path(
+        "results/full.jsonl")
+    assert (grid.device, grid.data_dir, grid.sleep, grid.threads, grid.batch_prompts) == ("cuda:1", "/data", 1.0, 2,
+                                                                                          4)
+    assert isinstance(grid.sleep, float) and grid.raw is spec
+    assert [(m.label, m.method, m.params) for m in grid.methods] == [
+        ("greedy", "greedy", {"fixed_length": True, "length": 7}),
+        ("b[n=4]", "best_of_n", {"fixed_length": True, "length": 7, "n": 4}),
+        ("big", "best_of_n", {"fixed_length": True, "length": 7, "n": 8})]
+    policy_key = "some/model|system='Be brief.'"
+    assert grid.methods[0].config_hash == runner.config_hash("greedy", {"fixed_length": True, "length": 7}, policy_key,
+                                                             "harmlessness", "advbench")
+    plain = runner.parse_grid({**spec, "system_prompt": None})  # no system prompt: the policy name alone
+    assert plain.methods[0].config_hash == runner.config_hash("greedy", {"fixed_length": True, "length": 7}, "some/model",
+                                                              "harmlessness", "advbench")
+    assert runner.parse_grid(spec, results="elsewhere.jsonl").results == runner.Path("elsewhere.jsonl")
+    assert runner.parse_grid({**spec, "results": "r.jsonl"}).results == runner.Path("r.jsonl")
+    bare = runner.parse_grid({"methods": ["greedy"], "dataset": {"name": "inline", "prompts": ["x"]}})
+    assert (bare.name, bare.policy, bare.reward, bare.seeds, bare.batch_prompts) == ("grid", "smollm2-135m-instruct",
+                                                                                     "demo", [0], 1)
+    assert (bare.device, bare.data_dir, bare.sleep, bare.threads, bare.system_prompt) == (None, None, 0.0, None, None)
+    assert bare.methods[0].params == {} and bare.results == runner.Path("results/grid.jsonl")
+
+
+def test_config_hash_is_ten_hex_characters_of_everything_that_defines_a_method():
+    h = runner.config_hash("greedy", {"length": 5}, "p", "r", "d")
+    assert len(h) == 10 and int(h, 16) >= 0
+    import hashlib
+    import json as _json
+
+    blob = _json.dumps({"method": "greedy", "params": {"length": 5}, "policy": "p", "reward": "r", "dataset": "d"},
+                       sort_keys=True, default=str)
+    assert h == hashlib.sha1(blob.encode()).hexdigest()[:10]
+    others = [runner.config_hash("sea", {"length": 5}, "p", "r", "d"), runner.config_hash("greedy", {"length": 6}, "p",
+              "r", "d"), runner.config_hash("greedy", {"length": 5}, "q", "r", "d"),
+              runner.config_hash("greedy", {"length": 5}, "p", "s", "d"),
+              runner.config_hash("greedy", {"length": 5}, "p", "r", "e")]
+    assert len({h, *others}) == 6
+    assert runner.config_hash("greedy", {"a": 1, "b": 2}, "p", "r", "d") == runner.config_hash(
+        "greedy", {"b": 2, "a": 1}, "p", "r", "d")  # key order does not matter
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "must be a mapping"), ({"dataset": "x"}, "no `methods:`"), ({"methods": []}, "no `dataset:`"),
+    ({"methods": [], "dataset": {"first": 1}}, "needs a `name:`"),
+    ({"methods": [{"params": {}}], "dataset": "inline"}, "has no `method:`"),
+    ({"methods": ["greedy"], "dataset": "inline", "batch_prompts": 0}, "`batch_prompts:` must be a positive integer"),
+    ({"methods": ["greedy"], "dataset": "inline", "batch_prompts": True}, "must be a positive integer, got True"),
+    ({"methods": ["greedy"], "dataset": "inline", "batch_prompts": 2.5}, "must be a positive integer, got 2.5"),
+])
+def test_bad_grids_are_refused_with_the_problem_named(bad, message):
+    with pytest.raises(runner.GridError, match=message):
+        runner.parse_grid(bad)
+
+
+def test_method_params_are_checked_against_the_method_signature():
+    ok = {"dataset": "inline", "methods": [{"method": "sea", "params": {"steps": 2, "recipe": "dlp", "prefill": "x"}},
+                                           {"method": "best_of_n", "params": {"n": 2, "prefill": "Sure"}}]}
+    assert len(runner.parse_grid(ok).methods) == 2  # SEAConfig fields for sea; the runner's own prefill for all
+    with pytest.raises(runner.GridError, match=r"^method 'sea' does not take the params \['stepz'\]\. It takes: "):
+        runner.parse_grid({"dataset": "inline", "methods": [{"method": "sea", "params": {"stepz": 2}}]})
+    with pytest.raises(runner.GridError, match=r"method 'greedy' does not take the params \['n'\]"):
+        runner.parse_grid({"dataset": "inline", "methods": [{"method": "greedy", "params": {"n": 2}}]})
+    with pytest.raises(runner.GridError, match="Unknown method"):
+        runner.parse_grid({"dataset": "inline", "methods": ["dpo"]})
+
+
+def test_select_methods_keeps_the_matching_labels_and_names_them_when_none_match():
+    grid = runner.parse_grid({"dataset": "inline", "methods": ["greedy", {"name": "bon[n=16]", "method": "best_of_n"}]})
+    assert [m.label for m in runner.select_methods(grid, ["bon[n=16]"]).methods] == ["bon[n=16]"]
+    assert runner.select_methods(grid, None) is grid
+    with pytest.raises(runner.GridError, match=r"No method label matches \['x\*'\]\. Labels: \['greedy', 'bon\[n=16\]'\]"):
+        runner.select_methods(grid, ["x*"])
