@@ -10,7 +10,7 @@ Each notebook runs in the Jupyter kernel ``python3`` of *this* interpreter's env
 it in ``.venv``), with ``notebooks/`` as the working directory and a per-cell timeout. Afterwards the papermill
 bookkeeping is removed (notebook ``metadata.papermill``, per-cell ``metadata.papermill`` and
 ``metadata.execution`` timestamps, widget outputs and widget state) while outputs and execution counts are kept,
-so that ``nbval`` can still compare the cells marked ``# NBVAL_CHECK_OUTPUT`` against the committed outputs.
+so that ``nbval`` can still compare the cells tagged ``nbval-check-output`` against the committed outputs.
 
 A run with ``--parameters`` leaves papermill's ``injected-parameters`` cell in the notebook (that is the record of
 what was run); a later run at default parameters removes it again.

@@ -5,9 +5,9 @@ Convention for ``notebooks/*.ipynb``:
 * one code cell tagged ``parameters`` with plain literal assignments (papermill injects overrides after it);
 * notebook metadata ``"smoke_parameters": {...}``: small values that make the notebook run in a minute or two
   on 2 CPU cores;
-* cells whose output is deterministic and does not depend on the parameters start with ``# NBVAL_CHECK_OUTPUT``
-  (or carry the tag ``nbval-check-output``); nbval compares them with the committed outputs. Every other cell
-  only has to run without an error.
+* cells whose output is deterministic and does not depend on the parameters carry the tag ``nbval-check-output``
+  (a tag, not nbval's ``# NBVAL_CHECK_OUTPUT`` comment, so that the book's readers never see the marker); nbval
+  compares them with the committed outputs. Every other cell only has to run without an error.
 
 How: papermill ``prepare_only=True`` injects the smoke parameters into a copy that keeps the committed outputs
 (nothing is executed), then ``pytest --nbval-lax`` executes every cell of that copy in a fresh kernel of this
@@ -84,6 +84,10 @@ def test_notebook_is_clean_and_small(path):
                 f"{path.name} cell {i} has outputs but no execution count (nbstripout without --keep-count?): "
                 "nbval would not compare it"
             )
+        if cell.cell_type == "code":
+            markers = [line for line in cell.source.splitlines() if line.strip().startswith("# NBVAL_")]
+            assert not markers, (f"{path.name} cell {i}: {markers[0].strip()} would show on the page; use the tag "
+                                 f"{markers[0].strip()[2:].lower().replace('_', '-')} instead")
     assert _parameters_cell(nb) is not None, f"{path.name}: no code cell tagged 'parameters'"
     smoke = nb.metadata.get("smoke_parameters")
     assert isinstance(smoke, dict), f"{path.name}: notebook metadata needs a dict 'smoke_parameters'"
