@@ -191,7 +191,7 @@ def status_page(runs: dict, names: list[str]) -> str:
         link = f"[{title(name)}](../notebooks/{name})"
         run = runs.get(name)
         if run is None:
-            lines.append(f"| {link} | not recorded | | | executed before runs were recorded | |")
+            lines.append(f"| {link} | not recorded | | | | |")
             continue
         params = ", ".join(f"`{k}={v!r}`" for k, v in run["parameters"].items()) or "book defaults"
         env = run["environment"]
@@ -203,6 +203,9 @@ def status_page(runs: dict, names: list[str]) -> str:
     total = sum(runs[n]["seconds"] for n in recorded)
     lines += ["", f"{len(recorded)} of {len(names)} chapters have a recorded run; together they took "
               f"{_duration(total)}." if recorded else f"No chapter has a recorded run yet ({len(names)} chapters)."]
+    if len(recorded) < len(names):
+        lines[-1] += (" *Not recorded*: the committed outputs come from a run made before this script kept records; "
+                      "the next `make book` records it.")
     return "\n".join(lines) + "\n"
 
 

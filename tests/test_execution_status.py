@@ -32,4 +32,4 @@ def test_a_run_is_recorded_and_shown_with_its_parameters_time_and_result(tmp_pat
     assert rows[0].startswith("| [SEA as an energy-based model: an exact toy world](../notebooks/01_ebm_view.ipynb)")
     assert "| 5.0 min | `steps=5` | failed: boom |" in rows[1]
     assert "| not recorded |" in rows[2]
-    assert "2 of 3 chapters have a recorded run; together they took 5.7 min." in page
+    assert "2 of 3 chapters have a recorded run; together they took 5.7 min. *Not recorded*:" in page
