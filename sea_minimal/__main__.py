@@ -101,9 +101,14 @@ def _run_grid(args) -> int:
         grid = select_methods(load_grid(args.grid, results=args.results), args.only)
         if args.dry_run:
             prompts = load_prompts(grid.dataset, grid.data_dir)
-            left = pending_items(grid, prompts, {record_key(r) for r in read_records(grid.results)})
+            done = {record_key(r) for r in read_records(grid.results)}
+            folder = grid.results.parent / f"{grid.results.stem}.shards"  # jobs' shards not folded yet (cluster.py)
+            shards = {record_key(r) for p in sorted(folder.glob("job-*.jsonl")) for r in read_records(p)} - done
+            left = pending_items(grid, prompts, done | shards)
             total = len(prompts) * len(grid.methods) * len(grid.seeds)
-            print(f"grid '{grid.name}': {total} items, {total - len(left)} done, {len(left)} pending -> {grid.results}")
+            print(f"grid '{grid.name}': {total} items, {total - len(left)} done, {len(left)} pending -> {grid.results}"
+                  + (f" ({len(shards)} of the done in job shards not folded yet: the next `run` folds them)"
+                     if shards else ""))
             for m in grid.methods:
                 print(f"  {m.label:24s} {m.method:10s} {m.config_hash} {m.params}")
             return 0

@@ -137,3 +137,17 @@ def test_cli_runs_a_grid_through_local_jobs_and_refuses_bad_options(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "sea_minimal", "run", str(path), "--executor", "local", "--jobs", "0"],
                          capture_output=True, text=True, cwd=REPO, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--jobs" in bad.stderr
+
+
+def test_a_dry_run_counts_records_still_in_shards_and_a_fold_moves_them_once(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(json.dumps(spec(tmp_path / "r.jsonl")))
+    grid = runner.load_grid(path)
+    chunk = cluster.plan(grid, 4)[0]
+    cluster.run_shard(grid, str(cluster.shard_dir(grid) / "job-000.jsonl"), chunk)  # one job's work, in-process
+    dry = subprocess.run([sys.executable, "-m", "sea_minimal", "run", str(path), "--dry-run"], capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert dry.returncode == 0 and f"20 items, {len(chunk)} done, {20 - len(chunk)} pending" in dry.stdout
+    assert f"({len(chunk)} of the done in job shards not folded yet" in dry.stdout
+    assert cluster.fold_shards(grid) == len(chunk) and cluster.fold_shards(grid) == 0
+    assert not cluster.shard_dir(grid).exists() and len(runner.read_records(grid.results)) == len(chunk)
