@@ -109,8 +109,9 @@ def save_state(modules: list[str]) -> None:
 
 
 def forget_survivors(modules: list[str]) -> int:
-    """Marks the survivors, the interrupted and the "no tests" mutants of ``modules`` as not checked, so the next run
-    retests them (after new tests: mutmut itself only reruns mutants whose function changed). Returns how many."""
+    """Marks the survivors, the interrupted, the timed-out and the "no tests" mutants of ``modules`` as not checked,
+    so the next run retests them (after new tests: mutmut itself only reruns mutants whose function changed).
+    Returns how many."""
     reset = 0
     for m in modules:
         meta = MUTANTS / f"{m}.py.meta"
@@ -118,7 +119,9 @@ def forget_survivors(modules: list[str]) -> int:
             continue
         data = json.loads(meta.read_text())
         for name, code in data["exit_code_by_key"].items():
-            if code in (0, 2, 5, 33):  # survived, interrupted, no tests (see mutmut.stats.status_by_exit_code)
+            # survived, interrupted, no tests, timeouts (a busy machine can time a survivor out; see
+            # mutmut.stats.status_by_exit_code)
+            if code in (0, 2, 5, 33, 36, 24, -24, 152, 255):
                 data["exit_code_by_key"][name] = None
                 reset += 1
         meta.write_text(json.dumps(data, indent=4))
