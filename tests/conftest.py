@@ -32,6 +32,15 @@ def tiny_lm(vocab_size: int = 11, seed: int = 0, dtype=torch.float32) -> LlamaFo
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a CPU shared with other jobs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_policy():
     return Policy(tiny_lm(), tokenizer=None, name="tiny")
 

@@ -26,13 +26,7 @@ PROMPT = [3, 1, 4, 1, 5]
 V = 11
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and far faster on a CPU shared with other jobs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(policy, reward, **overrides):

@@ -20,12 +20,7 @@ from sea_minimal.sampler import MASK_VALUE, library_versions
 PROMPT = [3, 1, 4, 1, 5]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(policy, reward, **cfg):
