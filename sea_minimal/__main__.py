@@ -102,8 +102,10 @@ def _run_grid(args) -> int:
         if args.dry_run:
             prompts = load_prompts(grid.dataset, grid.data_dir)
             done = {record_key(r) for r in read_records(grid.results)}
-            folder = grid.results.parent / f"{grid.results.stem}.shards"  # jobs' shards not folded yet (cluster.py)
-            shards = {record_key(r) for p in sorted(folder.glob("job-*.jsonl")) for r in read_records(p)} - done
+            from .cluster import shard_dir  # jobs' shards not folded yet
+
+            shards = {record_key(r) for p in sorted(shard_dir(grid).glob("job-*.jsonl")) for r in read_records(p)}
+            shards -= done
             left = pending_items(grid, prompts, done | shards)
             total = len(prompts) * len(grid.methods) * len(grid.seeds)
             print(f"grid '{grid.name}': {total} items, {total - len(left)} done, {len(left)} pending -> {grid.results}"

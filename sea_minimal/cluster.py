@@ -122,7 +122,7 @@ def submit(grid: Grid, executor: str, jobs: int, partition: str | None = None, g
             failed += 1
             log(f"[sea_minimal] job {job.job_id} failed: {str(err).strip().splitlines()[-1] if str(err) else err}")
     added = folded + fold_shards(grid)
-    left = len(plan(grid, 1)[0]) if plan(grid, 1) else 0
+    left = sum(map(len, plan(grid, 1)))
     log(f"[sea_minimal] folded {added} records into {grid.results}; {left} items left"
         + (f"; {failed} job(s) failed: rerun to complete" if failed else ""))
     return {"jobs": len(chunks), "items": sum(map(len, chunks)), "added": added, "failed": failed,
