@@ -5,6 +5,7 @@
     python scripts/mutation_test.py --modules config judges  # some of them
     python scripts/mutation_test.py --report-only            # rewrite the report from mutmut's state in mutants/
     python scripts/mutation_test.py --recheck-survivors      # after adding tests: rerun the survivors only
+    python scripts/mutation_test.py --recheck-survivors --untriaged-only   # ... only those with no triage reason
 
 mutmut writes one small deliberate bug (a mutant) at a time into a copy of the package in ``mutants/`` and runs
 the tests that reach the mutated function (the fast suite less the ``heavy`` statistical tests; see
@@ -108,10 +109,10 @@ def save_state(modules: list[str]) -> None:
             shutil.copy2(meta, STATE / meta.name)
 
 
-def forget_survivors(modules: list[str]) -> int:
+def forget_survivors(modules: list[str], only: set[str] | None = None) -> int:
     """Marks the survivors, the interrupted, the timed-out and the "no tests" mutants of ``modules`` as not checked,
     so the next run retests them (after new tests: mutmut itself only reruns mutants whose function changed).
-    Returns how many."""
+    With ``only``, just the mutants named there. Returns how many."""
     reset = 0
     for m in modules:
         meta = MUTANTS / f"{m}.py.meta"
@@ -121,11 +122,57 @@ def forget_survivors(modules: list[str]) -> int:
         for name, code in data["exit_code_by_key"].items():
             # survived, interrupted, no tests, timeouts (a busy machine can time a survivor out; see
             # mutmut.stats.status_by_exit_code)
-            if code in (0, 2, 5, 33, 36, 24, -24, 152, 255):
+            if code in (0, 2, 5, 33, 36, 24, -24, 152, 255) and (only is None or name in only):
                 data["exit_code_by_key"][name] = None
                 reset += 1
         meta.write_text(json.dumps(data, indent=4))
     return reset
+
+
+def recheck_with(tests: list[str], modules: list[str], pattern: str = "") -> collections.Counter:
+    """Retests the not-checked mutants of ``modules`` (whose name contains ``pattern``) against the named tests only,
+    one pytest process per mutant in ``mutants/`` with mutmut's MUTANT_UNDER_TEST switch, and stores the verdict in
+    mutmut's state: exit 1 (a test failed) is killed, 0 survived. Much faster than ``mutmut run`` when the tests
+    that can kill a function's mutants are known (mutmut runs every test that reaches the function); a mutant these
+    tests let through is a survivor, as mutmut would call it. Copies the current tests into ``mutants/`` first."""
+    shutil.copytree(ROOT / "tests", ROOT / "mutants" / "tests", dirs_exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.setdefault("SEA_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    outcome = collections.Counter()
+    for m in modules:
+        meta = MUTANTS / f"{m}.py.meta"
+        data = json.loads(meta.read_text())
+        for name, code in data["exit_code_by_key"].items():
+            if code is not None or pattern not in name:
+                continue
+            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                                  cwd=ROOT / "mutants", env={**env, "MUTANT_UNDER_TEST": name}, capture_output=True)
+            if done.returncode in (0, 1):
+                data["exit_code_by_key"][name] = done.returncode
+                outcome["killed" if done.returncode else "survived"] += 1
+                meta.write_text(json.dumps(data, indent=4))
+            else:
+                outcome[f"pytest exit {done.returncode}"] += 1
+    return outcome
+
+
+def restore_unchecked(modules: list[str]) -> int:
+    """Gives every mutant still not checked (a recheck stopped early) its verdict from the state committed at git's
+    HEAD, so the score counts it as it was; returns how many."""
+    restored = 0
+    for m in modules:
+        meta = MUTANTS / f"{m}.py.meta"
+        saved = subprocess.run(["git", "show", f"HEAD:{(STATE / meta.name).relative_to(ROOT)}"], cwd=ROOT,
+                               capture_output=True, text=True)
+        if not meta.exists() or saved.returncode != 0:
+            continue
+        data, old = json.loads(meta.read_text()), json.loads(saved.stdout)["exit_code_by_key"]
+        for name, code in data["exit_code_by_key"].items():
+            if code is None and old.get(name) is not None:
+                data["exit_code_by_key"][name] = old[name]
+                restored += 1
+        meta.write_text(json.dumps(data, indent=4))
+    return restored
 
 
 def score(found: dict[str, tuple[str, str]], modules: list[str]) -> dict:
@@ -196,6 +243,15 @@ def triage_of(name: str, diff: str, triage: dict) -> str:
     return "untriaged"
 
 
+def untriaged_survivors(modules: list[str]) -> set[str]:
+    """The survivors of ``modules`` that ``triage.yaml`` gives no reason for (those a new test may kill; a triaged
+    survivor is equivalent or harmless, so retesting it is wasted time)."""
+    triage = load_triage(OUT / "triage.yaml")
+    names = [name for name, (module, v) in verdicts().items() if module in modules and v in NOT_KILLED]
+    diff_of = diffs(names)
+    return {name for name in names if triage_of(name, diff_of[name], triage) == "untriaged"}
+
+
 def write_report(modules: list[str]) -> dict:
     found = verdicts()
     result = score(found, modules)
@@ -234,12 +290,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true", help="only rewrite results/mutation/ from mutants/")
     parser.add_argument("--recheck-survivors", action="store_true",
                         help="retest the survivors of --modules (after adding tests), then report")
+    parser.add_argument("--untriaged-only", action="store_true",
+                        help="with --recheck-survivors: retest only the survivors triage.yaml gives no reason for")
+    parser.add_argument("--with-tests", nargs="+", metavar="TEST",
+                        help="recheck only against these pytest paths/node ids (see recheck_with); with --match")
+    parser.add_argument("--match", default="", help="with --with-tests: only mutants whose name contains this")
+    parser.add_argument("--restore-unchecked", action="store_true",
+                        help="give mutants a stopped recheck left unchecked their committed verdict, then report")
     args = parser.parse_args(argv)
-    if not args.report_only:
+    if args.with_tests:
+        if args.recheck_survivors:
+            only = untriaged_survivors(args.modules) if args.untriaged_only else None
+            print(f"retesting {forget_survivors(args.modules, only)} survivors")
+        print(dict(recheck_with(args.with_tests, args.modules, args.match)))
+    elif args.restore_unchecked:
+        print(f"restored {restore_unchecked(known)} verdicts from {STATE.relative_to(ROOT)}/")
+    elif not args.report_only:
         if restore_state():
             print(f"restored mutmut's verdicts from {STATE.relative_to(ROOT)}/ (kept where a function is unchanged)")
         if args.recheck_survivors:
-            print(f"retesting {forget_survivors(args.modules)} survivors")
+            only = untriaged_survivors(args.modules) if args.untriaged_only else None
+            print(f"retesting {forget_survivors(args.modules, only)} survivors")
         mutmut("run", "--max-children", str(args.max_children), *[f"sea_minimal.{m}.*" for m in args.modules])
     save_state(known)
     result = write_report(known)

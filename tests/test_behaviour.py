@@ -347,7 +347,8 @@ def test_hf_classifier_reward_with_a_multi_token_suffix_and_several_chains():
 
 
 class WordTokenizer:
-    """A tokenizer over a fixed word list: a known spelling is one token, anything else two."""
+    """A tokenizer over a fixed word list: a known spelling is one token, anything else two. Like a Hugging Face
+    tokenizer it adds a start token (id 0) unless told ``add_special_tokens=False``."""
 
     def __init__(self, vocab):
         self.vocab = {w: i for i, w in enumerate(vocab)}
@@ -355,8 +356,9 @@ class WordTokenizer:
     def __len__(self):
         return len(self.vocab)
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [self.vocab[text]] if text in self.vocab else [0, 0]}
+    def __call__(self, text, add_special_tokens=True):
+        ids = [self.vocab[text]] if text in self.vocab else [0, 0]
+        return {"input_ids": [0, *ids] if add_special_tokens else ids}
 
 
 def test_vocab_reward_from_words_weights_single_token_spellings_only():
@@ -365,6 +367,21 @@ def test_vocab_reward_from_words_weights_single_token_spellings_only():
     assert weights.tolist() == [0.0, 1.0, 1.0, 1.0, -1.0, -1.0, 0.0, 0.0]  # " Safe" is two tokens: nothing
     scaled = VocabReward.from_words(tok, positive=["safe"], negative=["sure"], scale=2.5, vocab_size=10).weights
     assert scaled.shape == (10,) and scaled[1] == 2.5 and scaled[5] == -2.5
+
+
+def test_demo_reward_pays_for_its_positive_words_and_charges_for_its_negative_ones():
+    """demo_reward weighs DEMO_POSITIVE +1 and DEMO_NEGATIVE -1 over the policy's vocabulary (which can be larger
+    than the tokenizer's: SmolLM2's embedding has padding rows)."""
+    from types import SimpleNamespace
+
+    from sea_minimal.rewards import DEMO_NEGATIVE, DEMO_POSITIVE, demo_reward
+
+    tok = WordTokenizer(["<s>", "sorry", " cannot", "Step", " here", "cake"])
+    weights = demo_reward(SimpleNamespace(tokenizer=tok, vocab_size=9)).weights
+    assert "sorry" in DEMO_POSITIVE and "cannot" in DEMO_POSITIVE and "step" in DEMO_NEGATIVE and "here" in DEMO_NEGATIVE
+    assert weights.tolist() == [0.0, 1.0, 1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="needs a policy with a tokenizer"):
+        demo_reward(SimpleNamespace(tokenizer=None, vocab_size=9))
 
 
 def test_two_reference_iterations_by_hand(tiny_policy, tiny_reward):

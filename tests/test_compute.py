@@ -1,9 +1,9 @@
 """The compute meter: tokens through each watched body (once per shared body), backward tokens only with gradients,
 reward calls, wall time and peak memory; hooks gone after the block."""
 
+import mmap
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,6 +17,15 @@ def vm_rss_mib() -> float:
     with open("/proc/self/status") as fh:
         line = next(line for line in fh if line.startswith("VmRSS:"))
     return int(line.split()[1]) / 1024
+
+
+def touched_block(mib: int) -> mmap.mmap:
+    """``mib`` MiB of fresh anonymous pages, every page written: resident until closed. A numpy array would do only
+    in a small process: in a big one (mutmut's copy of the package) malloc reuses freed pages that are already
+    resident, and the RSS does not move."""
+    block = mmap.mmap(-1, mib * 2**20)
+    block.write(b"\1" * (mib * 2**20))
+    return block
 
 
 def test_resident_set_size_matches_the_kernels_own_count_and_is_zero_where_unreadable(monkeypatch):
@@ -34,9 +43,9 @@ def test_the_peak_sampler_sees_a_short_lived_allocation():
     assert sampler.daemon  # never keeps the interpreter alive
     start = sampler.peak
     sampler.start()
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    block = touched_block(64)
     time.sleep(0.05)
-    del block
+    block.close()
     time.sleep(0.02)
     peak = sampler.stop()
     assert not sampler.is_alive() and peak - start > 48
@@ -71,9 +80,9 @@ def test_a_body_shared_by_two_models_is_hooked_once_and_none_is_ignored():
 def test_wall_time_and_peak_memory_of_the_block():
     start = time.perf_counter()
     with ComputeMeter(device="cpu") as meter:
-        block = np.ones(64 * 2**20 // 8)
+        block = touched_block(64)
         time.sleep(0.05)
-        del block
+        block.close()
     elapsed = time.perf_counter() - start
     assert 0.05 <= meter.compute.wall_time <= elapsed
     assert meter.compute.peak_memory_mib > 48
