@@ -4,6 +4,8 @@
 * :func:`plot_kl_per_position` -- where along the response the logits moved (KL between initial and final logits).
 * :func:`before_after_table` -- each chain's text before and after, with rewards (and extra columns, e.g. the
   log pi_ref of each text from :func:`sea_minimal.metrics.response_logprob`).
+* :func:`method_color` / :func:`method_marker` -- the one colour and marker of a method family in every figure
+  (Best-of-N a green ramp by N, each SEA recipe its own hue); variants of one method in one figure get its shades.
 
 The style is seaborn's ``whitegrid`` theme in ``notebook`` context with the ``colorblind`` palette and
 matplotlib's bundled font (nothing is downloaded). It is applied inside each function only, so importing this
@@ -13,6 +15,7 @@ module changes no global setting; call :func:`set_style` to use it for your own 
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from typing import Mapping, Sequence
 
@@ -72,8 +75,74 @@ def _as_dict(results) -> dict[str, SEAResult]:
     raise TypeError(f"Expected a SEAResult or a dict {{label: SEAResult}}, got {type(results).__name__}.")
 
 
+# One visual language for every figure of the book: a fixed colour and marker per method family, whatever else a
+# figure shows. Best-of-N (and pi_ref, Best-of-1) is one green ramp, darker with N; each SEA recipe has its own hue.
+_BASE = sns.color_palette(PALETTE, 10)
+_BON_RAMP = sns.color_palette("Greens", 6)[1:]
+FAMILIES = {  # label prefix -> (colour, marker), longest prefixes first where they overlap
+    "sea-langevin": (_BASE[0], "P"), "sea-reference": (_BASE[3], "X"), "sea-dlp": (_BASE[8], "p"),
+    "sea-mh": (_BASE[8], "p"), "greedy": (_BASE[7], "D"), "args": (_BASE[1], "^"), "cbs": (_BASE[4], "s"),
+    "sampled": (_BASE[5], "v"),
+}
+_OTHER = (_BASE[9], "o")
+
+
+def method_family(label: str) -> str:
+    """The family a method label belongs to: ``"pi*"``, ``"bon"`` (Best-of-N and pi_ref), a key of ``FAMILIES``, or
+    ``"other"``.
+
+    Labels are the runner's (``bon[n=16]@3w``, ``sea-langevin[its=30]``, ``sea-reference/without noise``) or the
+    tables' (``BoN-64``, ``Best-of-4``, ``pi_ref``)."""
+    low = label.lower()
+    if low.startswith(("pi*", "pi-star", "pi_star")):
+        return "pi*"
+    if low.startswith(("bon", "best-of", "best_of", "pi_ref")):
+        return "bon"
+    return next((name for name in FAMILIES if low.startswith(name)), "other")
+
+
+def _best_of_n_size(label: str) -> int | None:
+    """N of a Best-of-N label (``BoN-64``, ``Best-of-4``, ``bon[n=16]``; pi_ref is N = 1), None when it has none."""
+    if label.lower().startswith("pi_ref"):
+        return 1
+    m = re.search(r"(?:bon-|best-of-|best_of_n-|n=)(\d+)", label.lower())
+    return int(m.group(1)) if m else None
+
+
+def method_color(label: str) -> tuple:
+    """The fixed colour of a method label (RGB in [0, 1]): one per family, Best-of-N a ramp by log4 N, pi-star
+    black."""
+    family = method_family(label)
+    if family == "pi*":
+        return (0.0, 0.0, 0.0)
+    if family == "bon":
+        n = _best_of_n_size(label)
+        return _BON_RAMP[-1] if n is None else _BON_RAMP[min(int(math.log(n) / math.log(4)), len(_BON_RAMP) - 1)]
+    return FAMILIES.get(family, _OTHER)[0]
+
+
+def method_marker(label: str) -> str:
+    """The fixed matplotlib marker of a method label's family."""
+    family = method_family(label)
+    return {"pi*": "*", "bon": "o"}.get(family) or FAMILIES.get(family, _OTHER)[1]
+
+
 def _colors(labels) -> dict[str, tuple]:
-    return dict(zip(labels, sns.color_palette(PALETTE, max(len(labels), 1))))
+    """{label: colour} for one figure: each label its family's colour (method_color); where several labels of one
+    figure share a colour (variants of one recipe), shades of it from dark to light, in the order given."""
+    labels = list(dict.fromkeys(labels))
+    by_color: dict[tuple, list[str]] = {}
+    for label in labels:
+        by_color.setdefault(tuple(method_color(label)), []).append(label)
+    colors = {}
+    for color, group in by_color.items():
+        if len(group) == 1:
+            colors[group[0]] = color
+        else:
+            dark = tuple(0.55 * c for c in color)
+            light = tuple(c + 0.6 * (1 - c) for c in color)
+            colors.update(zip(group, sns.blend_palette([dark, color, light], len(group))))
+    return {label: colors[label] for label in labels}
 
 
 def _grid(n_panels: int, ncols: int | None, panel_size=(4.0, 3.0)):

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .plotting import _colors, _style
+from .plotting import _colors, _style, method_color  # noqa: F401  (method_color: the notebooks import it here)
 
 JUDGES = {"harmful_kw": "keyword judge", "harmful_ml": "MiniLM judge"}
 
@@ -124,30 +124,6 @@ def plot_attack_success(asr: pd.DataFrame):
                xticks=sorted(asr["prefill_words"].unique()), title="prefilling attack")
         ax.legend(fontsize=8)
     return fig
-
-
-# One colour per method family for the exact-optimum chapter: Best-of-N as one ramp by N, each SEA recipe its own.
-def method_color(label: str):
-    """A fixed colour per method family (greedy, pi_ref / Best-of-N by N, ARGS, CBS, each SEA recipe, pi*)."""
-    import seaborn as sns
-
-    base = sns.color_palette("colorblind", 10)
-    ramp = sns.color_palette("Greens", 6)[1:]
-    if label.startswith("pi*"):
-        return (0.0, 0.0, 0.0)
-    if label == "pi_ref":
-        return ramp[0]
-    if label.startswith("BoN-"):
-        n = int(label.split("-")[1])
-        return ramp[min(int(np.log(n) / np.log(4)), len(ramp) - 1)]
-    if label.startswith("best-of-n") or label.startswith("bon"):
-        return ramp[-1]
-    families = {"greedy": base[7], "args": base[1], "cbs": base[4], "sea-langevin": base[0], "sea-reference": base[3],
-                "sea-dlp": base[8]}
-    for name, color in families.items():
-        if label.startswith(name):
-            return color
-    return base[9]
 
 
 def plot_distance_to_optimum(summary: pd.DataFrame, floors: Mapping[str, float] | None = None):

@@ -147,3 +147,32 @@ def test_tuning_plot_fills_only_the_chosen_setting():
     assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [15.0]
     assert len(ax.get_legend().get_texts()) == 3  # two recipes and pi_ref, each once
     plt.close(fig)
+
+
+def test_every_figure_gives_a_method_the_same_colour_and_marker():
+    """One visual language (issue 15): a method's colour depends on its family only, not on the other labels of the
+    figure or their order; Best-of-N is one ramp, darker with N; SEA's recipes, ARGS, CBS and greedy differ."""
+    from sea_minimal.plotting import _colors, method_color, method_family, method_marker
+
+    assert _colors(["greedy", "sea-langevin", "args"])["sea-langevin"] == _colors(["sea-langevin"])["sea-langevin"]
+    assert method_color("sea-langevin[its=30]") == method_color("sea-langevin@3w") == method_color("sea-langevin")
+    families = ["greedy", "args", "cbs[chunk=10]", "sea-langevin", "sea-reference", "bon[n=16]"]
+    assert len({method_color(f) for f in families}) == len(families)
+    assert len({method_marker(f) for f in families}) == len(families)
+    ramp = [method_color(f"BoN-{n}") for n in (1, 4, 16, 64, 256)]
+    assert [sum(c) for c in ramp] == sorted((sum(c) for c in ramp), reverse=True) and len(set(ramp)) == 5
+    assert method_color("bon[n=64]") == method_color("BoN-64") == method_color("Best-of-64")
+    assert method_color("pi_ref") == method_color("BoN-1") and method_color("pi*") == (0.0, 0.0, 0.0)
+    assert [method_family(x) for x in ("cbs[chunk=32]", "sea-reference/without noise", "pi-star", "mystery")] == [
+        "cbs", "sea-reference", "pi*", "other"]
+
+
+def test_variants_of_one_method_in_one_figure_get_shades_of_its_colour():
+    from sea_minimal.plotting import _colors, method_color
+
+    labels = ["sea-langevin[its=10]", "sea-langevin[its=30]", "sea-langevin[its=100]", "greedy"]
+    colors = _colors(labels)
+    assert list(colors) == labels and len(set(colors.values())) == 4 and colors["greedy"] == method_color("greedy")
+    blue = method_color("sea-langevin")
+    for label in labels[:3]:  # a shade keeps the hue: the channels keep their order
+        assert sorted(range(3), key=lambda i: colors[label][i]) == sorted(range(3), key=lambda i: blue[i])
