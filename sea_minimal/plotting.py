@@ -94,6 +94,7 @@ def method_family(label: str) -> str:
     Labels are the runner's (``bon[n=16]@3w``, ``sea-langevin[its=30]``, ``sea-reference/without noise``) or the
     tables' (``BoN-64``, ``Best-of-4``, ``pi_ref``)."""
     low = label.lower()
+    low = {"langevin": "sea-langevin", "reference": "sea-reference", "dlp": "sea-dlp"}.get(low, low)  # bare recipes
     if low.startswith(("pi*", "pi-star", "pi_star")):
         return "pi*"
     if low.startswith(("bon", "best-of", "best_of", "pi_ref")):
@@ -129,12 +130,15 @@ def method_marker(label: str) -> str:
 
 def _colors(labels) -> dict[str, tuple]:
     """{label: colour} for one figure: each label its family's colour (method_color); where several labels of one
-    figure share a colour (variants of one recipe), shades of it from dark to light, in the order given."""
+    figure share a colour (variants of one recipe), shades of it from dark to light, in the order given; labels of
+    no known family, distinct colours of seaborn's ``dark`` palette."""
     labels = list(dict.fromkeys(labels))
+    others = [label for label in labels if method_family(label) == "other"]
+    colors = dict(zip(others, sns.color_palette("dark", max(len(others), 1))))  # labels of no family: distinct
     by_color: dict[tuple, list[str]] = {}
     for label in labels:
-        by_color.setdefault(tuple(method_color(label)), []).append(label)
-    colors = {}
+        if label not in colors:
+            by_color.setdefault(tuple(method_color(label)), []).append(label)
     for color, group in by_color.items():
         if len(group) == 1:
             colors[group[0]] = color

@@ -165,6 +165,8 @@ def test_every_figure_gives_a_method_the_same_colour_and_marker():
     assert method_color("pi_ref") == method_color("BoN-1") and method_color("pi*") == (0.0, 0.0, 0.0)
     assert [method_family(x) for x in ("cbs[chunk=32]", "sea-reference/without noise", "pi-star", "mystery")] == [
         "cbs", "sea-reference", "pi*", "other"]
+    assert method_color("langevin") == method_color("sea-langevin")  # plot_trajectories labels runs by recipe
+    assert len(set(_colors(["mine", "yours", "theirs"]).values())) == 3
 
 
 def test_variants_of_one_method_in_one_figure_get_shades_of_its_colour():
