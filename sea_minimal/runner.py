@@ -111,11 +111,15 @@ def _check_params(method: str, params: dict) -> None:
     except KeyError as err:
         raise GridError(str(err.args[0])) from None
     sig = inspect.signature(fn)
-    accepted = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD} - {"policy", "reward", "prompt",
-                                                                                          "seed"}
+    reserved = {"policy", "reward", "prompt", "seed"}  # the runner passes these itself
+    given = sorted(reserved & set(params))
+    if given:
+        raise GridError(f"method {method!r} is given {given} in `params:`, which the runner sets itself. Fix: remove "
+                        "them (the grid's `policy:`, `reward:`, `dataset:` and `seeds:` set them).")
+    accepted = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD} - reserved
     accepted |= RUNNER_PARAMS
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        accepted |= set(SEAConfig.__dataclass_fields__) if method == "sea" else set(params)
+        accepted |= set(SEAConfig.__dataclass_fields__) - reserved if method == "sea" else set(params)
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise GridError(f"method {method!r} does not take the params {unknown}. It takes: {sorted(accepted)}")

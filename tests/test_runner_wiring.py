@@ -7,6 +7,7 @@ change of ``sea_minimal/runner.py`` that the rest of the suite let through."""
 import json
 import os
 import stat
+import time
 import warnings
 from types import SimpleNamespace
 
@@ -331,6 +332,35 @@ def test_method_params_are_checked_against_the_method_signature():
         runner.parse_grid({"dataset": "inline", "methods": [{"method": "greedy", "params": {"n": 2}}]})
     with pytest.raises(runner.GridError, match="Unknown method"):
         runner.parse_grid({"dataset": "inline", "methods": ["dpo"]})
+
+
+@pytest.mark.parametrize("method", ["sea", "best_of_n"])
+@pytest.mark.parametrize("name", ["policy", "reward", "prompt", "seed"])
+def test_params_the_runner_sets_itself_are_refused_by_name(method, name):
+    """A `seed:` under params would reach the method twice (SEAConfig has a seed field): a TypeError mid-run."""
+    with pytest.raises(runner.GridError, match=rf"method '{method}' is given \['{name}'\] in `params:`.*Fix: remove"):
+        runner.parse_grid({"dataset": "inline", "methods": [{"method": method, "params": {name: 1}}]})
+
+
+def test_a_method_given_by_name_alone_is_labelled_by_it():
+    (spec,) = runner.parse_grid({"dataset": "inline", "methods": ["greedy"]}).methods
+    assert (spec.label, spec.method, spec.params) == ("greedy", "greedy", {})
+
+
+def test_a_batched_groups_time_is_split_between_its_records_not_multiplied(tmp_path, monkeypatch):
+    from sea_minimal import baselines
+
+    batched = baselines.BATCHED["greedy"]
+
+    def slow(*args, **kw):  # a batch that takes 0.4 s: each of its two records took 0.2 s of it
+        time.sleep(0.4)
+        return batched(*args, **kw)
+
+    monkeypatch.setitem(baselines.BATCHED, "greedy", slow)
+    path = tmp_path / "r.jsonl"
+    runner.run_grid(grid(path, batch_prompts=2), **quiet())
+    first, second, alone = (r["wall_time"] for r in records(path))
+    assert first == second and 0.2 <= first < 0.4 and alone < 0.2
 
 
 def test_select_methods_keeps_the_matching_labels_and_names_them_when_none_match():
