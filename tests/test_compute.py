@@ -98,3 +98,22 @@ def test_peak_memory_on_a_gpu_is_the_allocators_peak_above_entry():
         x = torch.empty(32 * 2**20 // 4, device="cuda")  # 32 MiB
         del x
     assert 31 < meter.compute.peak_memory_mib < 40
+
+
+def test_a_model_without_a_base_model_is_hooked_itself():
+    """A plain module (no ``base_model``, e.g. a reward head) is metered through its own forward."""
+    head = torch.nn.Linear(3, 1)
+    with ComputeMeter(head) as meter:
+        head(torch.zeros(2, 5, 3))
+    assert meter.compute.forward_tokens == 10 and not head._forward_pre_hooks
+
+
+def test_peak_memory_is_measured_above_the_blocks_start():
+    with ComputeMeter() as empty:
+        pass
+    with ComputeMeter() as meter:
+        block = touched_block(64)
+        time.sleep(0.05)
+        block.close()
+    assert 0.0 <= empty.compute.peak_memory_mib < 1.0  # nothing allocated: no floor above 0
+    assert 48 < meter.compute.peak_memory_mib < 64 + 48  # the block, not the process's whole RSS
