@@ -121,11 +121,10 @@ def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: d
         init_ids, init_reward = None, None
     for cand in candidates:
         cand["text"] = policy.decode(cand["token_ids"])
-    chains = extra.get("chains", candidates)
     return SEAResult(
         prompt=prompt if isinstance(prompt, str) else [int(t) for t in prompt],
         text=candidates[selected]["text"], selected=selected, candidates=candidates,
-        texts=[c["text"] for c in chains], rewards=[c["reward"] for c in chains],
+        texts=[c["text"] for c in candidates], rewards=[c["reward"] for c in candidates],
         initial_texts=[] if init_ids is None else [policy.decode(init_ids)],
         initial_rewards=[] if init_reward is None else [init_reward],
         trajectory=extra.get("trajectory", {}), kl_per_position=[], config={"method": name, **config},

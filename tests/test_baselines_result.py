@@ -90,3 +90,14 @@ def test_batched_greedy_has_each_prompts_compute_and_a_share_of_the_time(tiny_po
     fixed = greedy_many(tiny_policy, tiny_reward, prompts, [0, 0, 0], length=6, fixed_length=True)
     assert all(len(r.candidates[0]["token_ids"]) == 6 for r in fixed)
     assert all(tiny_policy.special_ids[0] not in r.candidates[0]["token_ids"] for r in fixed)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_prompt_given_as_a_tensor_is_recorded_as_a_list_of_ints(tiny_policy, tiny_reward, name):
+    """Records are JSON: a tensor of ids (a valid prompt) must be stored as Python ints."""
+    import json
+
+    fn, kw = METHODS[name]
+    res = fn(tiny_policy, tiny_reward, torch.tensor(PROMPT), seed=0, length=3, **kw)
+    assert res.prompt == PROMPT and all(type(t) is int for t in res.prompt)
+    json.dumps(res.prompt)

@@ -43,6 +43,14 @@ def test_the_result_records_its_prompt_seed_device_times_and_chains(tiny_policy,
     assert res.iterations == 6 and len(res.trajectory["energy"]) == 6
 
 
+@pytest.mark.parametrize("recipe", ["langevin", "reference", "dlp"])
+def test_a_prompt_given_as_a_tensor_is_recorded_as_a_list_of_ints(tiny_policy, tiny_reward, recipe):
+    """Records are JSON: a tensor of ids (a valid prompt) must be stored as Python ints."""
+    cfg = SEAConfig(recipe=recipe, num_chains=2, length=3, steps=2, seed=0)
+    res = SEA(tiny_policy, tiny_reward, cfg).run([torch.tensor(PROMPT)], progress=False)[0]
+    assert res.prompt == PROMPT and all(type(t) is int for t in res.prompt)
+
+
 @pytest.mark.parametrize("select", ["best", "last"])
 def test_select_returns_the_best_or_the_last_iterate_of_each_chain(tiny_policy, tiny_reward, select):
     res = run(tiny_policy, tiny_reward, num_chains=8, steps=12, step_size=3.0, noise_scale=2.0, alpha=3.0,
