@@ -180,3 +180,13 @@ def test_sample_tokens_is_decode_padded_to_the_full_length():
             assert run < 10 and stopped.any(-1).all()
         elif "banned_ids" in kw:
             assert not stopped.any() and not torch.isin(tokens, torch.tensor([stop, 2], device=DEVICE)).any()
+
+
+def test_sample_tokens_samples_at_temperature_one_by_default():
+    """pi_ref's own samples (SEA's initial state, Best-of-N) are drawn at temperature 1 unless told otherwise."""
+    model = tiny_lm()
+    cache = encode_prompt(model, torch.tensor([3, 1, 4, 1, 5], device=DEVICE))
+    default = sample_tokens(model, cache, 8, 6, torch.Generator(device=DEVICE).manual_seed(7))[0]
+    at_one = sample_tokens(model, cache, 8, 6, torch.Generator(device=DEVICE).manual_seed(7), temperature=1.0)[0]
+    hotter = sample_tokens(model, cache, 8, 6, torch.Generator(device=DEVICE).manual_seed(7), temperature=2.0)[0]
+    assert torch.equal(default, at_one) and not torch.equal(default, hotter)
