@@ -94,11 +94,24 @@ def _fetch_bundled(name: str, target: Path) -> None:
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(model.state_dict())
         model = plain
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
+        # A staging folder of this process's own: two processes converting at once (two grid workers on a fresh
+        # machine) must not write into one folder; the rename is atomic, so an interrupted conversion never
+        # leaves a half-written cache.
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".partial-"))
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        staging.replace(target)  # atomic: an interrupted conversion never leaves a half-written cache
+        publish_folder(staging, target)
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Rename the finished folder ``staging`` to ``target``; if another process published ``target`` first
+    (a complete folder with a config.json), keep theirs and delete ``staging``."""
+    try:
+        staging.replace(target)
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def resolve_model_path(name_or_path: str) -> str:

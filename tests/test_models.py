@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sea_minimal import SEA, ModelLoadError, SEAConfig, demo_reward, load_policy
-from sea_minimal.models import BUNDLED_MODELS
+from sea_minimal.models import BUNDLED_MODELS, publish_folder
 
 
 def test_unknown_name_lists_bundled_models():
@@ -29,6 +29,29 @@ def test_empty_name_is_rejected():
 
 
 @pytest.mark.slow
+def _converted(folder, marker):
+    folder.mkdir()
+    (folder / "config.json").write_text(marker)
+    return folder
+
+
+def test_publishing_a_converted_model_keeps_the_first_of_two_processes(tmp_path):
+    # Two grid workers on a fresh machine convert the bundled model at once: the second must neither crash
+    # (a rename onto a non-empty folder fails) nor leave its staging folder behind.
+    target = tmp_path / "model"
+    publish_folder(_converted(tmp_path / "model.partial-a", "a"), target)
+    publish_folder(_converted(tmp_path / "model.partial-b", "b"), target)
+    assert (target / "config.json").read_text() == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_publishing_onto_a_folder_without_config_still_fails(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "stray.txt").write_text("not a model")
+    with pytest.raises(OSError):
+        publish_folder(_converted(tmp_path / "model.partial-a", "a"), tmp_path / "model")
+
+
 def test_bundled_model_loads_with_chat_template(bundled_policy):
     assert bundled_policy.vocab_size == 49152 and "smollm2-135m-instruct" in BUNDLED_MODELS
     ids = bundled_policy.encode_prompt("How do I bake bread?")
