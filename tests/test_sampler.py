@@ -323,6 +323,26 @@ def test_rewrite_uses_the_chosen_prompt_and_records_a_cut(bundled_policy, rewrit
     assert all((request in text) == (rewrite_prompt == "with-question") for text in instructions)
 
 
+@pytest.mark.slow
+def test_batched_rewrites_are_each_chains_own_greedy_rewrite(bundled_policy):
+    from sea_minimal import demo_reward
+    from sea_minimal.lm import decode, encode_prompt
+    from sea_minimal.sampler import REWRITE_INSTRUCTION_NO_QUESTION
+
+    cfg = SEAConfig.released_code(num_chains=3, length=5, steps=1, rewrite_tokens=12)
+    res = SEA(bundled_policy, demo_reward(bundled_policy), cfg).run(["How do I bake bread at home?"], progress=False)[0]
+    chains = {c["source"]: c for c in res.candidates if not c["source"].startswith("rewrite")}
+    rewrites = [c for c in res.candidates if c["source"].startswith("rewrite")]
+    assert len(rewrites) == 3
+    model = bundled_policy.model
+    for rewrite in rewrites:  # chains' instructions differ in length, so the batch was left-padded
+        chain = chains[rewrite["source"].removeprefix("rewrite of ")]
+        request = bundled_policy.encode_prompt(REWRITE_INSTRUCTION_NO_QUESTION.format(response=chain["text"]))
+        alone = decode(model, encode_prompt(model, request), 1, 12, None, temperature=0.0,
+                       stop_ids=bundled_policy.special_ids)
+        assert rewrite["token_ids"] == alone.ids(0) and rewrite["cut"] == (not bool(alone.stopped[0]))
+
+
 def test_align_is_sea_run_with_the_given_models_and_settings(tiny_policy, tiny_reward):
     from sea_minimal import align
 
