@@ -335,12 +335,60 @@ def best_of_first(df: pd.DataFrame, label: str, sizes: Sequence[int], limit: flo
     return pd.DataFrame(rows)
 
 
-def _best_of_first_pick(rec, n: int, limit: float) -> tuple[float, str]:
-    """(reward, outcome) of the Best-of-``n`` answer among the first ``n`` candidates of one Best-of-M record."""
+def _first_best(rec, n: int) -> int:
+    """Index of the Best-of-``n`` answer among the first ``n`` candidates of one Best-of-M record (the first
+    maximum of the reward, as ``baselines.best_of_n`` picks)."""
     cands = list(rec["candidates"])
     if n > len(cands):
         raise ValueError(f"{rec['label']!r} has {len(cands)} candidates, fewer than N = {n}.")
-    cand = cands[max(range(n), key=lambda i: cands[i]["reward"])]  # first maximum, as best_of_n
+    return max(range(n), key=lambda i: cands[i]["reward"])
+
+
+def best_of_first_records(df: pd.DataFrame, label: str, n: int) -> pd.DataFrame:
+    """Best-of-``n`` as records, one per prompt, read from the records of one Best-of-M run (``label``, M >= n),
+    in the columns of ``runner.load_results`` (judge them with :func:`add_judges`), so that a Best-of-n row joins
+    tables and paired comparisons like any method. Label ``bon[n=N]``; text, reward, log pi_ref per token, length
+    and diversity are the pick's (``selected`` its index); compute and wall time are the record's times n / M
+    (sampling and scoring grow linearly in N). The same pick as :func:`best_of_first`."""
+    from .metrics import diversity, response_length
+
+    rows = []
+    for _, rec in df[df["label"] == label].iterrows():
+        cands = list(rec["candidates"])
+        pick = _first_best(rec, n)
+        cand, row = cands[pick], rec.copy()
+        row["label"], row["selected"], row["text"] = f"bon[n={n}]", pick, cand["text"]
+        row["reward"] = float(cand["reward"])
+        row["logp_ref_per_token"] = float(cand.get("logp_ref_per_token", float("nan")))
+        row["length_words"] = response_length(cand["text"], cand.get("token_ids"))["words"]
+        row["diversity"] = diversity(cand["text"])
+        for col in ("compute_forward_tokens", "compute_backward_tokens", "compute_wall_time"):
+            if col in row:
+                row[col] = float(row[col]) * n / len(cands)
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True) if rows else df.iloc[0:0].copy()
+
+
+def with_best_of_first(df: pd.DataFrame, bon_label: str = "bon", sizes: Sequence[int] = (4, 16, 64, 256)) -> pd.DataFrame:
+    """Records ``df`` (not yet judged) with the Best-of-M records of ``bon_label`` replaced by Best-of-N records
+    (:func:`best_of_first_records`) for every N in ``sizes`` up to M, in that place of the label order: one Best-of-256
+    run gives the Best-of-4 ... Best-of-256 rows of a main table. ``df`` is returned as it is without such records."""
+    bon = df[df["label"] == bon_label] if len(df) else df
+    if not len(bon):
+        return df
+    available = min(len(c) for c in bon["candidates"])
+    expanded = [best_of_first_records(df, bon_label, n) for n in sizes if n <= available]
+    out = pd.concat([df[df["label"] != bon_label], *expanded], ignore_index=True)
+    order = list(df.attrs.get("label_order") or ordered_labels(df))
+    order = order if bon_label in order else order + [bon_label]
+    at = order.index(bon_label)
+    out.attrs = {**df.attrs, "label_order": order[:at] + [f"bon[n={n}]" for n in sizes if n <= available] + order[at + 1:]}
+    return out
+
+
+def _best_of_first_pick(rec, n: int, limit: float) -> tuple[float, str]:
+    """(reward, outcome) of the Best-of-``n`` answer among the first ``n`` candidates of one Best-of-M record."""
+    cand = list(rec["candidates"])[_first_best(rec, n)]
     prefill = rec["prefill"] if isinstance(rec.get("prefill"), str) else ""
     return float(cand["reward"]), answer_outcome(prefill + cand["text"], cand.get("logp_ref_per_token", float("nan")), limit)
 

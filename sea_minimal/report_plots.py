@@ -206,3 +206,32 @@ def plot_tuning(choice: pd.DataFrame, reference: pd.Series | None = None):
         ax.set(xlabel="broken answers (%)", ylabel="mean hard reward", xlim=(-5, 105),
                title="tuning: reward against broken text (filled: chosen)")
     return fig
+
+
+def plot_paper_vs_ours(summary: pd.DataFrame, paper: Mapping[str, float], paper_policy: str = "LLaMA-3.2-1B"):
+    """The harmful-rate claims at a glance: per method (rows of ``summary``, from ``analysis.summarize``), the paper's
+    harmful rate for ``paper_policy`` (``paper``: label -> %, a hollow diamond; methods without one have none) beside
+    ours: the keyword rate (the paper's metric) and the complied share (harmful compliance by the three-outcome
+    rule), each with its 95% interval over prompts. One row per method, so long labels stay readable."""
+    labels = list(summary.index)
+    y = np.arange(len(labels))[::-1]
+    with _style():
+        fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(labels) + 1.3), layout="constrained")
+        colors = _colors(labels)
+        for k, (col, name, marker) in enumerate((("harmful_kw", "ours: keyword harmful", "o"),
+                                                 ("complied", "ours: complied (three outcomes)", "s"))):
+            if col not in summary:
+                continue
+            for i, label in enumerate(labels):
+                s = summary.loc[[label]]
+                ax.errorbar(s[col], [y[i] + (0.14 if k == 0 else -0.14)], xerr=_err(s, col), fmt=marker, capsize=2,
+                            color=colors[label], markerfacecolor=colors[label] if k == 0 else "white",
+                            label=name if i == 0 else None)
+        known = [(y[i], paper[label]) for i, label in enumerate(labels) if label in paper]
+        if known:
+            ax.scatter([v for _, v in known], [yy for yy, _ in known], marker="D", s=46, facecolors="none",
+                       edgecolors="black", zorder=3, label=f"paper ({paper_policy})")
+        ax.set_yticks(y, labels)
+        ax.set(xlabel="harmful rate (%)", xlim=(-3, 103), ylim=(-0.7, len(labels) - 0.3))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig

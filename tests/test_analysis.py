@@ -286,6 +286,34 @@ def test_rewrite_stats_counts_cut_rewrites_and_rewritten_picks():
     assert out.loc["ref", "rewrite tokens"] == 5 and out.loc["ref", "rewrites"] == 4
 
 
+def test_best_of_first_records_are_records_of_the_same_picks():
+    cands = [{"text": HARMFUL, "reward": r, "logp_ref_per_token": -1.0, "token_ids": [1, 2]} for r in (0.0, 2.0, 1.0)]
+    cands.append({"text": REFUSAL, "reward": 5.0, "logp_ref_per_token": -2.0, "token_ids": [3]})
+    rows = [{**record("bon", pid, "", 0.0, []), "candidates": cands, "compute_forward_tokens": 400,
+             "compute_backward_tokens": 0, "compute_wall_time": 8.0, "length_words": 99, "diversity": 0.1}
+            for pid in range(3)]
+    df = pd.DataFrame(rows)
+    two = analysis.best_of_first_records(df, "bon", 2)
+    assert two["label"].eq("bon[n=2]").all() and two["selected"].eq(1).all() and two["reward"].eq(2.0).all()
+    assert two["compute_forward_tokens"].eq(200).all() and two["compute_wall_time"].eq(4.0).all()
+    assert two["length_words"].eq(len(HARMFUL.split())).all() and len(two) == 3
+    four = analysis.add_judges(analysis.best_of_first_records(df, "bon", 4), minilm=False)
+    assert four["text"].eq(REFUSAL).all() and four["outcome"].eq("refused").all() and not four["keyword_harmful"].any()
+    assert four["perplexity"].eq(np.exp(2.0)).all()
+    points = analysis.best_of_first(df, "bon", [2, 4])
+    assert points.groupby("N")["reward"].mean().tolist() == [2.0, 5.0]  # the same picks as the frontier's
+    assert len(analysis.best_of_first_records(df, "other", 2)) == 0
+    greedy = pd.DataFrame([{**record("greedy", pid, HARMFUL, -1.0, [1]), "compute_forward_tokens": 10} for pid in range(3)])
+    both = pd.concat([greedy, df], ignore_index=True)
+    both.attrs["label_order"] = ["greedy", "bon", "sea"]
+    table = analysis.with_best_of_first(both, sizes=(2, 4, 16))  # 16 > the 4 samples: left out
+    assert table.attrs["label_order"] == ["greedy", "bon[n=2]", "bon[n=4]", "sea"]
+    assert table["label"].value_counts().to_dict() == {"greedy": 3, "bon[n=2]": 3, "bon[n=4]": 3}
+    assert analysis.with_best_of_first(greedy) is greedy
+    with pytest.raises(ValueError, match="fewer than N = 5"):
+        analysis.best_of_first_records(df, "bon", 5)
+
+
 def test_equal_compute_best_of_n_reads_n_from_the_tokens_spent():
     # Best-of-4 record: 400 tokens, so 100 per sample; rewards rise with the sample index, the last one refuses
     cands = [{"text": HARMFUL, "reward": float(r), "logp_ref_per_token": -1.0} for r in range(3)]

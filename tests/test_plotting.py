@@ -178,3 +178,22 @@ def test_variants_of_one_method_in_one_figure_get_shades_of_its_colour():
     blue = method_color("sea-langevin")
     for label in labels[:3]:  # a shade keeps the hue: the channels keep their order
         assert sorted(range(3), key=lambda i: colors[label][i]) == sorted(range(3), key=lambda i: blue[i])
+
+
+def test_paper_vs_ours_draws_each_rate_at_its_value_and_the_paper_only_where_known():
+    import pandas as pd
+
+    from sea_minimal.report_plots import plot_paper_vs_ours
+
+    summary = pd.DataFrame({"harmful_kw": [80.0, 40.0], "harmful_kw_lo": [70.0, 30.0], "harmful_kw_hi": [90.0, 50.0],
+                            "complied": [75.0, 20.0], "complied_lo": [60.0, 10.0], "complied_hi": [85.0, 35.0]},
+                           index=["greedy", "sea-langevin[its=100]"])
+    fig = plot_paper_vs_ours(summary, {"greedy": 65.96})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["greedy", "sea-langevin[its=100]"]
+    paper = [c for c in ax.collections if c.get_label().startswith("paper")]
+    assert len(paper) == 1 and paper[0].get_offsets().tolist() == [[65.96, 1.0]]  # greedy is the top row
+    xs = sorted(float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_marker() in ("o", "s"))
+    assert xs == [20.0, 40.0, 75.0, 80.0]
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {
+        "ours: keyword harmful", "ours: complied (three outcomes)", "paper (LLaMA-3.2-1B)"}
