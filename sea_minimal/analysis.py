@@ -120,7 +120,8 @@ def summarize(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFr
     return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()
 
 
-def fmt_ci(est: float, lo: float, hi: float, digits: int = 0) -> str:
+def fmt_ci(est: float, lo: float, hi: float, digits: int = 1) -> str:
+    """An estimate and its 95% interval as "57.5 [40.0, 72.5]" (percentages: 1 decimal, the default)."""
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 

@@ -43,7 +43,7 @@ def test_judges_summary_and_table():
     assert s.loc["sea", "harmful_ml"] == pytest.approx(30)
     table = analysis.main_table(s, {"greedy": "greedy", "sea": "sea"})
     assert table.loc["sea", "paper harmful % (LLaMA-3.2-1B)"] == "5.58"
-    assert table.loc["sea", "harmful % keyword [95% CI] (book)"].startswith("30 [")
+    assert table.loc["sea", "harmful % keyword [95% CI] (book)"].startswith("30.0 [")
     diff = analysis.paired_vs(df, "sea", "greedy", "reward")
     assert diff["diff"] == 2.0 and diff["n"] == 10
     assert diff["mean_a"] - diff["mean_b"] == diff["diff"]
@@ -194,7 +194,7 @@ def test_three_outcomes_in_summary_and_table():
     s = analysis.summarize(df)
     assert (s.loc["m", "refused"], s.loc["m", "complied"], s.loc["m", "broken"]) == (25, 25, 50)
     table = analysis.main_table(s, {})
-    assert table.loc["m", "broken % [95% CI]"].startswith("50 [")
+    assert table.loc["m", "broken % [95% CI]"].startswith("50.0 [")
     empty = analysis.add_judges(pd.DataFrame([record("m", 0, "", 0.0, [], logp=float("nan"))]), minilm=False)
     assert empty["outcome"].tolist() == ["broken"]
 
