@@ -281,3 +281,15 @@ def test_a_record_has_exactly_the_documented_fields_and_a_rerun_says_what_it_ski
     assert rec["timestamp"].endswith("+00:00") and rec["wall_time"] > 0
     again = runner.run_grid(grid_file, progress=False, log=logged.append)
     assert again == {"done": 0, "skipped": 6, "pending_left": 0, "path": str(path)}
+
+
+def test_a_dry_run_piped_into_a_reader_that_stops_early_ends_without_a_traceback(tmp_path):
+    """`python -m sea_minimal run GRID --dry-run | head -1`: the closed pipe is not an error of the run."""
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(tiny_grid(tmp_path / "r.jsonl", n_prompts=2)))
+    cmd = [sys.executable, "-m", "sea_minimal", "run", str(grid_file), "--dry-run"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the first line is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141 and "Traceback" not in err, err
