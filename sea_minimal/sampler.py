@@ -224,6 +224,8 @@ class SEA:
                 kl_now = kl_per_position(logp0, z.detach() + self.mask)
             z, stats = step(it, z, cache, scorer, generator, state)
             with torch.no_grad():
+                if cfg.recipe == "dlp":  # its stats describe the state after the accept / reject step
+                    kl_now = kl_per_position(logp0, z.detach() + self.mask)
                 stats["kl_init"] = kl_now.mean(-1)
                 improved = stats["reward_hard"] > best_reward
                 best_reward = torch.where(improved, stats["reward_hard"], best_reward)

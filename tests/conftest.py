@@ -56,3 +56,16 @@ def bundled_policy():
     from sea_minimal import load_policy
 
     return load_policy(device=DEVICE)
+
+
+def tiny_text_tokenizer():
+    """A real Hugging Face fast tokenizer for the tiny models, built in memory: the words "a" .. "i" are ids 0-8,
+    "<s>" (9, a BOS it adds unless add_special_tokens=False, as Llama tokenizers do) and "<unk>" (10) are special."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {**{w: i for i, w in enumerate("abcdefghi")}, "<s>": 9, "<unk>": 10}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 9)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", unk_token="<unk>")

@@ -273,3 +273,19 @@ def test_cbs_expands_every_open_beam_and_never_opens_with_the_stop_token(tiny_po
                cbs(tiny_policy, tiny_reward, PROMPT, seed=s, beam_width=2, successors=2, chunk_length=1, length=8,
                    temperature=2.0).candidates]
     assert min(lengths) >= 1 and min(lengths) < 8
+
+
+def test_best_of_n_passes_top_k_and_initial_on_and_refuses_n_or_batch_size_below_one(tiny_policy, tiny_reward):
+    """top_k reaches Best-of-N's decoder (k = 1: every sample is the greedy answer; the default k = 50 over 11 tokens
+    is no filter), initial=False leaves the base policy's answer out of the record, and n or batch_size below 1 is
+    refused with the method's own message."""
+    g = greedy(tiny_policy, tiny_reward, PROMPT, length=6)
+    one = best_of_n(tiny_policy, tiny_reward, PROMPT, seed=5, n=4, length=6, top_k=1, batch_size=3, initial=False)
+    assert [c["token_ids"] for c in one.candidates] == [g.candidates[0]["token_ids"]] * 4
+    assert one.initial_texts == [] and one.initial_rewards == []
+    free = best_of_n(tiny_policy, tiny_reward, PROMPT, seed=5, n=4, length=6, temperature=5.0)
+    assert any(c["token_ids"] != g.candidates[0]["token_ids"] for c in free.candidates)  # the test has power
+    assert free.initial_texts == [g.text]
+    for bad in ({"n": 0}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match="^n and batch_size must be >= 1, got n="):
+            best_of_n(tiny_policy, tiny_reward, PROMPT, length=3, **bad)

@@ -628,3 +628,85 @@ def test_align_defaults_to_the_bundled_policy_and_the_demo_reward(tiny_policy, t
     want = SEA(tiny_policy, tiny_reward, SEAConfig(**settings)).run([[1, 2, 3]], progress=False)
     assert made == [tiny_policy] and [r.text for r in got] == [r.text for r in want]
     assert got[0].rewards == want[0].rewards
+
+
+# --------------------------------------------------------------------------------------------- third mutmut run
+def test_dlp_descent_moves_on_from_each_accepted_state(tiny_policy, tiny_reward):
+    """Without noise the MH recipe is a descent: U never rises, and each proposal starts from the state the last
+    iteration kept, so a chain can go on lowering U after its first move (a chain that forgot its moves would
+    propose the same move from its start at every iteration)."""
+    res = run(tiny_policy, tiny_reward, recipe="dlp", num_chains=6, length=5, steps=6, alpha=3.0, dlp_step=4.0,
+              use_noise=False)
+    energy = np.array(res.trajectory["energy"])  # [steps, chains], each after its iteration's accept/reject
+    assert (np.diff(energy, axis=0) <= 1e-5).all()
+    assert (energy[1:] < energy[0] - 1e-3).any()
+
+
+def test_dlp_state_logits_are_z0_with_each_changed_token_lifted_above_its_row(tiny_policy, tiny_reward):
+    """The Z the MH recipe reports (for its KL from the start): Z_0 where the token is the start's argmax on the
+    response space, and where it changed, Z_0 with the new token set init_margin above the row's largest logit."""
+    tiny_policy.__dict__["special_ids"] = [9, 10]
+    sea = _dlp_sea(tiny_policy, tiny_reward)
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    cache, scorer = encode_prompt(tiny_policy.model, prompt), tiny_reward.for_prompt(prompt)
+    z0 = torch.randn(64, 4, V, generator=torch.Generator(device=DEVICE).manual_seed(2), device=DEVICE) * 2
+    z, stats = sea._dlp_iteration(0, z0, cache, scorer, torch.Generator(device=DEVICE).manual_seed(3), {})
+    moved = stats["ids"] != (z0 + sea.mask).argmax(-1)
+    assert moved.any() and (~moved).any()  # the test has power both ways
+    assert torch.equal(z[~moved], z0[~moved])
+    lifted = z0.scatter(-1, stats["ids"][..., None], z0.max(-1, keepdim=True).values + 1.0)
+    assert torch.equal(z[moved], lifted[moved])
+    assert torch.equal((z + sea.mask).argmax(-1), stats["ids"])
+
+
+@pytest.mark.parametrize("decode_topk,use_reference", [("prefix", True), ("previous", True), ("previous", False)])
+def test_reference_recipe_reads_and_decodes_on_the_response_space(tiny_policy, tiny_reward, decode_topk,
+                                                                  use_reference):
+    """With special tokens masked (here pi_ref's two favourites, so the mask matters), the released recipe's first
+    iteration feeds argmax(Z + mask) to pi_ref and decodes on the response space: ``prefix`` inside pi_ref's top-k
+    of the allowed tokens, ``previous`` inside the top-k mask of the allowed tokens (without the reference term,
+    the plain argmax of Z + mask)."""
+    from sea_minimal.lm import next_token_logits, topk_decode
+    from sea_minimal.sampler import MASK_VALUE
+
+    prompt = torch.tensor(PROMPT, device=DEVICE)
+    cache = encode_prompt(tiny_policy.model, prompt)
+    tiny_policy.__dict__["special_ids"] = cache.next_logits.argsort(descending=True)[:2].tolist()
+    cfg = SEAConfig(recipe="reference", num_chains=8, length=4, steps=1, seed=0, init="random", use_noise=False,
+                    topk=3, decode_topk=decode_topk, use_reference=use_reference)
+    sea = SEA(tiny_policy, tiny_reward, cfg)
+    res = sea.run([PROMPT], progress=False)[0]
+    z0 = torch.randn(8, 4, V, generator=torch.Generator(device=DEVICE).manual_seed(0), device=DEVICE)
+    mask = sea.mask
+    inputs = (z0 + mask).argmax(-1)
+    with torch.no_grad():
+        logits = next_token_logits(tiny_policy.model, cache, one_hot(inputs, V))
+        assert not torch.equal((z0 - mask).argmax(-1), inputs)  # the test has power: the mask matters here
+        logp = F.log_softmax(logits, -1).gather(-1, inputs[..., None]).squeeze(-1).sum(-1)
+        allowed = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(3, -1).indices, True)
+        if decode_topk == "prefix":
+            want = topk_decode(tiny_policy.model, cache, z0 + mask, 3, mask)
+            loose = topk_decode(tiny_policy.model, cache, z0 + mask, 3)
+        elif use_reference:
+            want = (z0 + mask + torch.where(allowed, 0.0, MASK_VALUE) + mask).argmax(-1)
+            loose = (z0 + mask + torch.where(allowed, 0.0, MASK_VALUE) - mask).argmax(-1)
+        else:
+            want = (z0 + mask).argmax(-1)
+            loose = (z0 + mask + torch.where(allowed, 0.0, MASK_VALUE) + mask).argmax(-1)
+    assert not torch.equal(loose, want)  # the test has power: the other reading decodes other tokens
+    assert [c["token_ids"] for c in res.candidates] == want.tolist()
+    assert np.allclose(res.trajectory["logp_ref"][0], logp.tolist(), atol=1e-5)
+
+
+def test_dlp_kl_is_of_the_state_its_iteration_kept(tiny_policy, tiny_reward):
+    """The MH recipe's trajectory describes the state after each accept / reject step, and so does its kl_init:
+    a chain that moved at iteration 0 is already away from Z_0 there, one that never moved is not."""
+    res = run(tiny_policy, tiny_reward, recipe="dlp", num_chains=6, length=5, steps=3, alpha=3.0, dlp_step=4.0,
+              use_noise=False)
+    kl = np.array(res.trajectory["kl_init"])  # [steps, chains]
+    # dlp records each proposal's share of changed positions ("noise") and whether it was accepted
+    moved_at_0 = (np.array(res.trajectory["noise"][0]) > 0) & (np.array(res.trajectory["accept"][0]) == 1)
+    assert moved_at_0.any()
+    assert (kl[0][moved_at_0] > 0).all() and np.allclose(kl[0][~moved_at_0], 0.0, atol=1e-6)
+    final = np.array(res.kl_per_position).mean(-1)
+    assert np.allclose(final, kl[-1], atol=1e-6)  # the per-position KL is of the last kept state

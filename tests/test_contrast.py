@@ -261,3 +261,12 @@ def test_verdict_rule_names_what_approximates_pi_star():
     assert verdict(table(1.5, 1.5, 10.0))["verdict"] == "partly"  # close by W1 but refuses far less: not pi*
     assert verdict(table(9.0, 1.2, 50.0))["verdict"] == "partly"
     assert verdict(table(9.0, 9.0, 50.0))["verdict"] == "not reproduced"
+
+
+def test_the_energys_shared_contrast_forward_counts_one_reward_call_per_chain(policy, reward):
+    """The langevin energy reads log pi_ref from the contrast reward's own forward: one reward call per chain
+    (C, not T) per iteration, beside the initial score and the tracked soft reward, as the hand count of
+    test_compute_accounting_matches_a_hand_count."""
+    C, T, S = 3, 5, 4
+    res = SEA(policy, reward, SEAConfig(num_chains=C, length=T, steps=S, seed=0)).run([PROMPT], progress=False)[0]
+    assert res.compute["reward_calls"] == C + S * 2 * C

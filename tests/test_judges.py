@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEVICE, tiny_lm
+from conftest import DEVICE, tiny_lm, tiny_text_tokenizer
 from sea_minimal import Policy, VocabReward
 from sea_minimal.judges import (MIN_WORDS, REFUSAL_SUBSTRINGS, RewardJudge, bootstrap_ci, contains_refusal,
                                 keyword_harmful_rate, keyword_is_harmful, paired_bootstrap, word_count)
@@ -376,6 +376,18 @@ def test_reward_judge_retokenises_a_text_response_without_special_tokens():
     judge = RewardJudge(VocabReward(weights, reduce="sum"), text_policy)
     assert judge([3, 1, 4], "abc") == pytest.approx(7.0)
     assert judge.score([[3, 1, 4], [2]], ["c", "ba"]).tolist() == pytest.approx([4.0, 3.0])
+
+
+def test_reward_judge_scores_a_text_through_a_real_fast_tokenizer_without_its_bos():
+    """With a Hugging Face fast tokenizer (whose add_special_tokens must be a bool), a text response is scored on
+    its own words: the same score as its ids, the tokenizer's BOS left out."""
+    policy = Policy(tiny_lm(), tokenizer=tiny_text_tokenizer(), name="tiny-text")
+    weights = torch.zeros(11, device=DEVICE)
+    weights[9] = 100.0  # the BOS would dominate the score
+    weights[:3] = torch.tensor([1.0, 2.0, 4.0], device=DEVICE)
+    judge = RewardJudge(VocabReward(weights, reduce="sum"), policy)
+    assert judge("a b", "a b c") == pytest.approx(7.0) == judge("a b", [0, 1, 2])
+    assert judge.score(["a", "b"], ["c", "b a"]).tolist() == pytest.approx([4.0, 3.0])
 
 
 def test_paired_bootstrap_rejects_two_dimensional_input():

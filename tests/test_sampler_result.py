@@ -12,9 +12,10 @@ import torch
 import transformers
 
 import sea_minimal
-from conftest import DEVICE, tiny_lm
-from sea_minimal import SEA, HFClassifierReward, Policy, SEAConfig, VocabReward
-from sea_minimal.lm import encode_prompt, sample_tokens
+from conftest import DEVICE, tiny_lm, tiny_text_tokenizer
+from sea_minimal import SEA, HFClassifierReward, Policy, Reward, SEAConfig, VocabReward
+from sea_minimal.lm import encode_prompt, next_token_logits, sample_tokens, sequence_logprob
+from sea_minimal.rewards import one_hot
 from sea_minimal.sampler import MASK_VALUE, library_versions
 
 PROMPT = [3, 1, 4, 1, 5]
@@ -153,3 +154,83 @@ def test_the_shared_backbone_path_is_taken_only_for_a_head_on_the_policys_own_mo
 def test_divergence_names_each_recipes_own_knob(tiny_policy, tiny_reward, recipe, knob, settings):
     with pytest.raises(FloatingPointError, match=rf"^SEA diverged at iteration 0: .* Fix: lower {knob} \(now "):
         run(tiny_policy, tiny_reward, recipe=recipe, **settings)
+
+
+def test_a_text_prompt_is_recorded_as_text_and_every_chain_is_rewritten_and_scored(tiny_reward):
+    """The released recipe's rewrite step on a policy with a (real, in-memory) tokenizer: the text prompt is recorded
+    as given, each chain gets a rewrite scored by the run's reward on its own tokens, and the pick is the argmax
+    over chains and rewrites."""
+    policy = Policy(tiny_lm(), tokenizer=tiny_text_tokenizer(), name="tiny-text")
+    cfg = SEAConfig.released_code(num_chains=2, length=4, steps=2, seed=0, rewrite_tokens=3)
+    res = SEA(policy, tiny_reward, cfg).run(["a b c d"], progress=False)[0]
+    assert res.prompt == "a b c d"
+    rewrites = res.candidates[2:]
+    assert [c["source"] for c in rewrites] == ["rewrite of chain 0", "rewrite of chain 1"]
+    scorer = tiny_reward.for_prompt(policy.encode_prompt("a b c d"))
+    for c in rewrites:
+        ids = torch.tensor([c["token_ids"]], device=DEVICE)
+        assert c["reward"] == pytest.approx(float(scorer(one_hot(ids, 11))[0]), abs=1e-5)
+        assert c["text"] == policy.decode(c["token_ids"])
+    assert any(abs(c["reward"]) > 0.1 for c in rewrites)  # the test has power: a zero reward would show
+    assert res.selected == int(np.argmax([c["reward"] for c in res.candidates]))
+
+
+def test_a_switched_off_term_is_still_tracked_on_the_response_space(tiny_policy, tiny_reward):
+    """Without the reference term, log pi_ref is still recorded, renormalised over the allowed tokens as with it;
+    without the reward term, the reward is still recorded. Iteration 0 evaluates the same initial state in all
+    three runs."""
+    tiny_policy.__dict__["special_ids"] = [9, 10]
+    full = run(tiny_policy, tiny_reward)
+    no_ref = run(tiny_policy, tiny_reward, use_reference=False)
+    no_reward = run(tiny_policy, tiny_reward, use_reward=False)
+    assert np.allclose(no_ref.trajectory["logp_ref"][0], full.trajectory["logp_ref"][0], atol=1e-5)
+    assert np.allclose(no_reward.trajectory["reward_hard"][0], full.trajectory["reward_hard"][0], atol=1e-5)
+    assert np.abs(full.trajectory["reward_hard"][0]).max() > 0.1  # the test has power: zeros would show
+    cache = encode_prompt(tiny_policy.model, torch.tensor(PROMPT, device=DEVICE))
+    ids = torch.tensor([c["token_ids"] for c in run(tiny_policy, tiny_reward, steps=1).candidates], device=DEVICE)
+    unmasked = sequence_logprob(next_token_logits(tiny_policy.model, cache, one_hot(ids, 11)), one_hot(ids, 11))
+    assert not np.allclose(full.trajectory["logp_ref"][0], unmasked.tolist(), atol=1e-3)  # the mask matters here
+
+
+class OverflowingReward(Reward):
+    """A reward that overflows to +inf whatever the response, with a zero (finite) gradient."""
+
+    vocab_size = 11
+
+    def for_prompt(self, prompt_ids):
+        return lambda tokens: tokens.sum((-1, -2)) * 0.0 + math.inf
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_a_non_finite_energy_is_refused_even_when_its_gradient_is_finite(tiny_policy, recipe):
+    """The energy (langevin) or loss (reference) itself is checked, not only the logits its gradient moves."""
+    with pytest.raises(FloatingPointError, match=r"^SEA diverged at iteration 0: "):
+        run(tiny_policy, OverflowingReward(), recipe=recipe)
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_an_update_that_overflows_z_is_refused_at_its_own_iteration(tiny_policy, tiny_reward, recipe, monkeypatch):
+    """Z is checked right after the update that made it non-finite (not one iteration later, and also at the last
+    iteration, after which nothing would look at it): langevin noise that overflows Z at iteration 0; a
+    reference Adam step whose update overflows Z at iteration 1 (simulated: the step multiplies Z by inf)."""
+    if recipe == "langevin":
+        settings = {"noise_scale": 2e39}  # sqrt(2 eta) noise_scale = 2.8e38 fits float32, times |xi| > 1.2 does not
+    else:
+        settings = {"init": "random"}
+        step, calls = torch.optim.Adam.step, []
+
+        def overflowing_step(self, *args, **kwargs):
+            out = step(self, *args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                with torch.no_grad():
+                    self.param_groups[0]["params"][0].mul_(math.inf)
+            return out
+
+        monkeypatch.setattr(torch.optim.Adam, "step", overflowing_step)
+    at = 0 if recipe == "langevin" else 1
+    for steps in (at + 1, at + 3):  # the update at the last iteration, and one with iterations after it
+        with pytest.raises(FloatingPointError, match=rf"^SEA diverged at iteration {at}: "):
+            if recipe == "reference":
+                calls.clear()
+            run(tiny_policy, tiny_reward, recipe=recipe, steps=steps, **settings)
