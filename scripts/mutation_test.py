@@ -282,12 +282,40 @@ def write_report(modules: list[str]) -> dict:
     return result
 
 
+SURVIVOR = re.compile(r"^### `(?P<name>[^`]+)` \((?P<verdict>[^)]+)\)\n\nTriage: (?P<reason>[^\n]*)\n\n```diff\n(?P<diff>.*?)\n```",
+                      re.M | re.S)
+
+
+def retriage_report(path: Path = OUT / "survivors.md") -> collections.Counter:
+    """Re-apply triage.yaml to the survivors already listed in ``path`` (their diffs are in it), without mutmut:
+    after triaging, the report's reasons and its table of reasons follow; verdicts and scores are unchanged (a
+    survivor that a new test kills stays a survivor here until a recheck runs it). Returns the reason counts."""
+    text, triage = path.read_text(), load_triage(OUT / "triage.yaml")
+    entries = list(SURVIVOR.finditer(text))
+    if not entries:
+        raise SystemExit(f"{path} lists no survivors in the format write_report writes; rerun without --retriage")
+    reasons = collections.Counter()
+
+    def retriaged(m: re.Match) -> str:
+        reason = triage_of(m["name"], m["diff"], triage)
+        reasons[reason] += 1
+        return m[0].replace(f"Triage: {m['reason']}\n", f"Triage: {reason}\n", 1)
+
+    text = SURVIVOR.sub(retriaged, text)
+    table = "\n".join(["| survivors | reason |", "|---|---|", *(f"| {n} | {r} |" for r, n in reasons.most_common())])
+    text = re.sub(r"\| survivors \| reason \|\n\|---\|---\|\n(?:\|.*\|\n)*", table + "\n", text, count=1)
+    path.write_text(text)
+    return reasons
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     known = configured_modules()
     parser.add_argument("--modules", nargs="+", default=known, choices=known, help="module stems to mutate")
     parser.add_argument("--max-children", type=int, default=2, help="parallel test processes (default 2)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite results/mutation/ from mutants/")
+    parser.add_argument("--retriage", action="store_true",
+                        help="only re-apply triage.yaml to the survivors listed in survivors.md (no mutmut, no mutants/)")
     parser.add_argument("--recheck-survivors", action="store_true",
                         help="retest the survivors of --modules (after adding tests), then report")
     parser.add_argument("--untriaged-only", action="store_true",
@@ -298,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restore-unchecked", action="store_true",
                         help="give mutants a stopped recheck left unchecked their committed verdict, then report")
     args = parser.parse_args(argv)
+    if args.retriage:
+        for reason, n in retriage_report().most_common():
+            print(f"{n:5d}  {reason[:100]}")
+        return
     if args.with_tests:
         if args.recheck_survivors:
             only = untriaged_survivors(args.modules) if args.untriaged_only else None

@@ -42,3 +42,20 @@ def test_a_survivor_is_triaged_by_name_then_function_then_rule(script):
     assert script.triage_of("m.g__mutmut_1", "-x(device=d)\n+x(device=None)", triage) == "by rule"
     assert script.triage_of("m.g__mutmut_2", "-f(seed=1)\n+f()", triage) == "dropped"
     assert script.triage_of("m.g__mutmut_3", "-f(seed=1)\n+f(seed=2)", triage) == "untriaged"
+
+
+def test_retriage_rewrites_each_survivors_reason_and_the_table_from_triage_yaml(script, tmp_path, monkeypatch):
+    monkeypatch.setattr(script, "OUT", tmp_path)
+    (tmp_path / "triage.yaml").write_text("mutants:\n  m.f__mutmut_1: now equivalent\nfunctions: {}\nrules: []\n")
+    block = "### `{name}` (survived)\n\nTriage: untriaged\n\n```diff\n-x = 1\n+x = 2\n```\n"
+    report = tmp_path / "survivors.md"
+    report.write_text("# Surviving mutants\n\n## Survivors by reason\n\n| survivors | reason |\n|---|---|\n"
+                      "| 2 | untriaged |\n\n" + block.format(name="m.f__mutmut_1") + "\n" + block.format(name="m.g__mutmut_2"))
+    counts = script.retriage_report(report)
+    text = report.read_text()
+    assert counts == {"now equivalent": 1, "untriaged": 1}
+    assert "| 1 | now equivalent |\n| 1 | untriaged |\n" in text and "| 2 | untriaged |" not in text
+    assert text.count("Triage: now equivalent") == 1 and text.count("```diff\n-x = 1\n+x = 2\n```") == 2
+    report.write_text("nothing here")
+    with pytest.raises(SystemExit, match="lists no survivors"):
+        script.retriage_report(report)
