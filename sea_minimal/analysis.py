@@ -427,6 +427,28 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
             "median_n": float(np.median(sizes)), "capped": int(capped)}
 
 
+def moved_from_start(df: pd.DataFrame) -> pd.DataFrame:
+    """Did the optimiser move? Per label of the records that have starting samples (SEA's ``initial_texts`` /
+    ``initial_rewards``, e.g. its chains' pi_ref samples): n prompts, the share (%) of final answers that are one of
+    the starting texts unchanged, the mean final reward, the mean of the best starting sample's reward, and the
+    paired difference (final - best start) with its 95% CI. A recipe that only selects among its starting samples
+    shows 100 % unchanged and a difference of at most 0."""
+    rows = []
+    for label in ordered_labels(df):
+        g = df[df["label"] == label]
+        g = g[[isinstance(t, list) and len(t) > 0 for t in g["initial_texts"]]] if "initial_texts" in g else g.iloc[0:0]
+        g = g[g["initial_reward"].notna()] if "initial_reward" in g else g.iloc[0:0]
+        if not len(g):
+            continue
+        final, start = g["reward"].astype(float).values, g["initial_reward"].astype(float).values
+        d = paired_bootstrap(final, start)
+        same = [text in starts for text, starts in zip(g["text"], g["initial_texts"])]
+        rows.append({"label": label, "n": len(g), "unchanged %": 100.0 * float(np.mean(same)),
+                     "final reward": float(final.mean()), "best start reward": float(start.mean()),
+                     "final - start": d["diff"], "final - start lo": d["low"], "final - start hi": d["high"]})
+    return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()
+
+
 def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
                     sizes: Sequence[int] = (1, 4, 16, 64, 256)) -> pd.DataFrame:
     """The rows :func:`frontier` needs, from judged records (``add_judges``): Best-of-N for every N in ``sizes`` read

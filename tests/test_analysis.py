@@ -333,3 +333,16 @@ def test_equal_compute_best_of_n_reads_n_from_the_tokens_spent():
     assert capped["median_n"] == 4 and capped["capped"] == 4 and capped["reward"]["diff"] == pytest.approx(-1.5)
     with pytest.raises(ValueError, match="share no prompt"):
         analysis.equal_compute_best_of_n(df[df["label"] != "bon"], "sea")
+
+
+def test_moved_from_start_counts_unchanged_answers_and_pairs_final_with_start_rewards():
+    rows = []
+    for pid in range(4):  # "stuck" returns one of its starting texts; "moved" a new text with reward +1
+        rows.append({**record("stuck", pid, "a b", 1.0, [1]), "initial_texts": ["a b", "c d"], "initial_reward": 1.0})
+        rows.append({**record("moved", pid, "new text", 2.0, [1]), "initial_texts": ["a b"], "initial_reward": 1.0})
+    rows.append({**record("greedy", 0, "a b", 0.0, [1]), "initial_texts": [], "initial_reward": None})
+    out = analysis.moved_from_start(pd.DataFrame(rows))
+    assert list(out.index) == ["stuck", "moved"]  # greedy has no starting samples: no row
+    assert out.loc["stuck", "unchanged %"] == 100 and out.loc["moved", "unchanged %"] == 0
+    assert out.loc["stuck", "final - start"] == 0 and out.loc["moved", "final - start"] == pytest.approx(1.0)
+    assert out.loc["moved", "n"] == 4 and out.loc["moved", "best start reward"] == 1.0
