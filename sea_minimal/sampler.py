@@ -220,11 +220,13 @@ class SEA:
         state = {"optimizer": torch.optim.Adam([z], lr=cfg.lr)} if cfg.recipe == "reference" else {}
         it = -1
         for it in range(cfg.steps):
-            with torch.no_grad():  # of the state this iteration evaluates (before its update), like its reward
-                kl_now = kl_per_position(logp0, z.detach() + self.mask)
+            # KL of the state the iteration's stats describe: before its update, like its reward, except for dlp,
+            # whose stats are of the state its accept / reject step kept
+            with torch.no_grad():
+                kl_now = kl_per_position(logp0, z.detach() + self.mask) if cfg.recipe != "dlp" else None
             z, stats = step(it, z, cache, scorer, generator, state)
             with torch.no_grad():
-                if cfg.recipe == "dlp":  # its stats describe the state after the accept / reject step
+                if kl_now is None:
                     kl_now = kl_per_position(logp0, z.detach() + self.mask)
                 stats["kl_init"] = kl_now.mean(-1)
                 improved = stats["reward_hard"] > best_reward
