@@ -8,10 +8,24 @@ virtual-time budget (MathJax typesets then) and dumps the resulting DOM. The che
 * every ``<img>`` loads: its ``src`` is a local file of the build (no network), not empty, that Pillow decodes
   (SVG: parses as XML); ``data:`` images are decoded too;
 * no notebook output shows an error: no traceback output, no cell output containing a Python traceback, no stderr
-  stream containing "Error".
+  stream containing "Error";
+* no raw inline TeX (``$\\eta$``, ``$x_t$``: a ``$...$`` pair holding a backslash, ``_``, ``^`` or ``{``) in the
+  visible text outside code blocks, where MathJax would not see it (figure labels and table cells are common places).
+
+And, measured in the laid-out page by a probe script that Chromium runs in a copy of the page (``LAYOUT_PROBE``):
+
+* at 1280 px, nothing is clipped: no table, cell-output text block or displayed equation in the article is wider
+  than its container (a reader would have to scroll sideways inside it or would not see its right side);
+* at 1280 px, every figure of the article (an ``<img>`` of at least 64 px) sits in a ``<figure>`` with a non-empty
+  caption, and is not shrunk so far that its labels become unreadable: shown at no less than ``MIN_LABEL_SCALE`` of
+  its natural width, counted at 100 dpi (a 200-dpi PNG may be shown at half its pixel width; draw wide figures
+  narrower, as two rows of panels, rather than letting the page shrink them);
+* at 390 px (a phone), the page itself never scrolls sideways: wide tables and equations must scroll inside their
+  own box.
 
 One line per page with the counts; exit status 1 with a line naming the page and the problem for each failure,
-2 if no Chromium binary is found. ``--screenshots DIR`` also saves a 1280x2400 PNG of each page.
+2 if no Chromium binary is found. ``--screenshots DIR`` also saves a PNG of each page at 1280 px and at 390 px
+(``<page>.png``, ``<page>@phone.png``).
 
     .venv/bin/python scripts/check_rendered_book.py [_build/html] [--screenshots DIR]
 
@@ -24,7 +38,9 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import html as html_lib
 import io
+import json
 import os
 import re
 import shutil
@@ -46,6 +62,81 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 )
 RAW_TEX = re.compile(r"\\\(|\\\[|\$\$")
+RAW_INLINE_TEX = re.compile(r"(?<![\w$])\$(?=\S)([^$\n]{1,120}?)(?<=\S)\$(?![\w$])")
+TEX_MARKS = re.compile(r"[\\_^{]")
+DESKTOP, PHONE = (1280, 2400), (390, 2400)
+# A figure's labels are drawn at a size in points; as shown, they measure points * dpi / 72 * (shown / natural) px.
+# The rule asks that this be at least MIN_LABEL_SCALE of what they measure at matplotlib's 100 dpi shown 1:1 (a 10-pt
+# label at 0.6 is 8.3 px): shown / natural * dpi / 100 >= MIN_LABEL_SCALE, with the PNG's own dpi (100 if unset).
+MIN_LABEL_SCALE = 0.6
+MIN_FIGURE_PX = 64  # smaller images are icons and badges, not figures
+PROBE_ID = "sea-layout-probe"
+# Runs after the page's own scripts and MathJax (virtual time makes the wait free) and writes what it measured into
+# a hidden element that --dump-dom then returns.
+LAYOUT_PROBE = """
+<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var article = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+  var limit = article.getBoundingClientRect().right + 1;
+  function label(el) {
+    var near = el.closest("[id]");
+    var text = (el.innerText || el.alt || "").replace(/\\s+/g, " ").trim().slice(0, 60);
+    return (near ? "#" + near.id + " " : "") + el.tagName.toLowerCase() + " '" + text + "'";
+  }
+  var clipped = [];
+  article.querySelectorAll("table, .cell_output pre, .output pre, mjx-container[display='true']").forEach(function (el) {
+    var box = el.parentElement, width = el.scrollWidth;
+    var room = Math.min(box.clientWidth, limit - box.getBoundingClientRect().left);
+    if (width > room + 2) clipped.push({what: label(el), width: width, room: Math.round(room)});
+  });
+  var figures = [];
+  article.querySelectorAll("img").forEach(function (img) {
+    if (img.naturalWidth < __MIN_PX__ || img.getBoundingClientRect().width < 1) return;
+    var fig = img.closest("figure"), cap = fig && fig.querySelector("figcaption");
+    figures.push({what: label(img), src: img.getAttribute("src"), natural: img.naturalWidth, shown: Math.round(img.getBoundingClientRect().width),
+                  caption: cap ? cap.innerText.trim().length > 0 : false});
+  });
+  // What makes the page scroll sideways: hide one child at a time and descend into the one whose removal ends the
+  // overflow, down to the smallest such element (a child past the edge inside a scrolling box never is one).
+  var culprits = [];
+  function overflows() { return document.documentElement.scrollWidth > window.innerWidth + 1; }
+  if (overflows()) {
+    var el = document.body;
+    while (true) {
+      var found = null;
+      for (var i = 0; i < el.children.length && !found; i++) {
+        var child = el.children[i], old = child.style.display;
+        child.style.display = "none";
+        if (!overflows()) found = child;
+        child.style.display = old;
+      }
+      if (!found) break;
+      el = found;
+    }
+    if (el !== document.body) culprits.push(label(el));
+  }
+  var report = {viewport: window.innerWidth, culprits: culprits, page_overflow: document.documentElement.scrollWidth - window.innerWidth,
+                clipped: clipped, figures: figures};
+  if (window.parent !== window) { window.parent.postMessage(JSON.stringify(report), "*"); return; }
+  var node = document.createElement("div");
+  node.id = "__ID__"; node.hidden = true; node.setAttribute("data-report", JSON.stringify(report));
+  document.body.appendChild(node);
+}, 3000); });
+</script>
+""".replace("__MIN_PX__", str(MIN_FIGURE_PX)).replace("__ID__", PROBE_ID)
+# Headless Chromium will not make a window narrower than 500 px, so the phone width is an iframe of that width in a
+# wrapper page; the probe inside posts its report to the wrapper, which writes it where --dump-dom sees it.
+PHONE_FRAME = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="margin:0">
+<iframe src="__SRC__" style="width:__W__px;height:__H__px;border:0"></iframe>
+<script>
+window.addEventListener("message", function (event) {
+  var node = document.createElement("div");
+  node.id = "__ID__"; node.hidden = true; node.setAttribute("data-report", event.data);
+  document.body.appendChild(node);
+});
+</script></body></html>
+"""
+PROBE_REPORT = re.compile(r'<div id="%s"[^>]*data-report="([^"]*)"' % PROBE_ID)
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
 HIDDEN = {"script", "style", "noscript", "template", "head", "title"}
 CODE = {"pre", "code", "kbd", "samp", "textarea"}
@@ -177,22 +268,90 @@ def _decode_problem(data: bytes, svg: bool, name: str) -> str | None:
     return None
 
 
-def render(chromium: str, page_file: Path, budget_ms: int, screenshot: Path | None, timeout_s: float) -> str:
-    """The DOM of ``page_file`` after its scripts ran for ``budget_ms`` of virtual time."""
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
-               "--window-size=1280,2400", "--hide-scrollbars"]
-        if screenshot is not None:
-            cmd.append(f"--screenshot={screenshot}")
-        cmd += ["--dump-dom", page_file.resolve().as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+def render(chromium: str, page_file: Path, budget_ms: int, screenshot: Path | None, timeout_s: float,
+           window: tuple[int, int] = DESKTOP) -> str:
+    """The DOM of ``page_file`` shown ``window`` = (width, height) CSS px wide and tall, after its scripts ran for
+    ``budget_ms`` of virtual time, with ``LAYOUT_PROBE``'s report in it. The probe goes into a hidden copy of the
+    page beside it (relative links and images resolve as they do for the page), removed afterwards; a width under
+    Chromium's 500 px minimum is shown in an iframe of that width (``PHONE_FRAME``)."""
+    html = page_file.read_text(encoding="utf-8")
+    at = html.rfind("</body>")
+    probed = html[:at] + LAYOUT_PROBE + html[at:] if at >= 0 else html + LAYOUT_PROBE
+    copy = page_file.with_name(f".probe-{page_file.name}")
+    frame = page_file.with_name(f".probe-frame-{page_file.name}")
+    copy.write_text(probed, encoding="utf-8")
+    opened, size = copy, window
+    if window[0] < 500:
+        frame.write_text(PHONE_FRAME.replace("__SRC__", copy.name).replace("__W__", str(window[0]))
+                         .replace("__H__", str(window[1])).replace("__ID__", PROBE_ID), encoding="utf-8")
+        opened, size = frame, (500, window[1])
+    try:
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
+                   f"--window-size={size[0]},{size[1]}", "--hide-scrollbars"]
+            if screenshot is not None:
+                cmd.append(f"--screenshot={screenshot}")
+            cmd += ["--dump-dom", opened.resolve().as_uri()]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    finally:
+        copy.unlink(missing_ok=True)
+        frame.unlink(missing_ok=True)
     if proc.returncode != 0 or "<html" not in proc.stdout:
         raise RuntimeError(f"chromium exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
     return proc.stdout
 
 
-def check_page(dom: str, page_file: Path, html_dir: Path) -> tuple[str, list[str]]:
-    """(counts line, problems) for one rendered page."""
+def layout_report(dom: str) -> dict:
+    """What ``LAYOUT_PROBE`` measured in ``dom``; a RuntimeError if it did not run (scripts blocked, page too slow)."""
+    found = PROBE_REPORT.search(dom)
+    if not found:
+        raise RuntimeError("the layout probe left no report (did the page's load event fire within the budget?)")
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def png_dpi(src: str, page_file: Path) -> float:
+    """The horizontal dpi a PNG at ``src`` (relative to ``page_file``) declares; 100 (matplotlib's) if none."""
+    from PIL import Image
+
+    target = page_file.parent / unquote(urlparse(src).path)
+    try:
+        with Image.open(target) as img:
+            return float(img.info.get("dpi", (100.0, 100.0))[0]) or 100.0
+    except (OSError, ValueError):
+        return 100.0
+
+
+def layout_problems(report: dict, phone: bool, page_file: Path | None = None) -> list[str]:
+    """The layout rules of the module docstring, applied to one probe report (``phone``: the 390 px rules only);
+    ``page_file`` locates the figures' PNGs, whose dpi the label-size rule reads."""
+    width = report["viewport"]
+    if phone:
+        if report["page_overflow"] > 1:
+            return [f"at {width} px the page scrolls sideways by {report['page_overflow']} px (a wide element is "
+                    f"not inside its own scrolling box): {'; '.join(report.get('culprits', [])) or 'element not found'}"]
+        return []
+    problems = [f"clipped at {width} px: {c['what']} is {c['width']} px wide in a {c['room']} px container "
+                "(wrap, split or shorten it)" for c in report["clipped"]]
+    for fig in report["figures"]:
+        if not fig["caption"]:
+            problems.append(f"figure without a caption: {fig['what']} {fig.get('src', '')} (glue it with {{glue:figure}} "
+                            "and a caption)")
+        dpi = png_dpi(fig["src"], page_file) if page_file is not None and fig.get("src") else 100.0
+        scale = fig["shown"] / fig["natural"] * dpi / 100
+        if scale < MIN_LABEL_SCALE:
+            problems.append(f"figure shrunk until its labels are unreadable: shown {fig['shown']} of {fig['natural']} px "
+                            f"at {dpi:.0f} dpi, label scale {scale:.2f} < {MIN_LABEL_SCALE}: {fig['what']} {fig.get('src', '')}; draw it "
+                            "narrower (two rows of panels)")
+    return problems
+
+
+def raw_inline_tex(prose: str) -> list[str]:
+    """``$...$`` spans in visible text that look like TeX (they hold a backslash, ``_``, ``^`` or ``{``)."""
+    return sorted({m.group(0) for m in RAW_INLINE_TEX.finditer(prose) if TEX_MARKS.search(m.group(1))})
+
+
+def check_page(dom: str, page_file: Path, html_dir: Path, phone_dom: str | None = None) -> tuple[str, list[str]]:
+    """(counts line, problems) for one rendered page: ``dom`` at 1280 px, ``phone_dom`` (if given) at 390 px."""
     scan = DomScan()
     scan.feed(dom)
     scan.close()
@@ -206,6 +365,9 @@ def check_page(dom: str, page_file: Path, html_dir: Path) -> tuple[str, list[str
     if raw:
         at = RAW_TEX.search(prose).start()
         problems.append(f"raw TeX delimiters {raw} in the visible text, e.g. ...{prose[max(0, at - 60):at + 60]!r}...")
+    inline = raw_inline_tex(prose)
+    if inline:
+        problems.append(f"raw inline TeX in the visible text (MathJax does not typeset it there): {', '.join(inline[:5])}")
 
     bad_images = [p for src in scan.images if (p := image_problem(src, page_file, html_dir))]
     problems += bad_images
@@ -222,9 +384,13 @@ def check_page(dom: str, page_file: Path, html_dir: Path) -> tuple[str, list[str
             if "Error" in text:
                 problems.append(f"stderr output with an error: {text.strip()[:300]!r}")
     cells = sum("cell_output" in n.classes for n in scan.outputs)
+    report = layout_report(dom)
+    problems += layout_problems(report, phone=False, page_file=page_file)
+    if phone_dom is not None:
+        problems += layout_problems(layout_report(phone_dom), phone=True)
     counts = (f"maths {len(scan.maths) - len(untypeset)}/{len(scan.maths)} typeset "
               f"(mjx-container {scan.mjx_containers}), images {len(scan.images) - len(bad_images)}/{len(scan.images)} "
-              f"loaded, cell outputs {cells} (stderr {stderr_blocks})")
+              f"loaded, cell outputs {cells} (stderr {stderr_blocks}), figures {len(report['figures'])}")
     return counts, problems
 
 
@@ -252,14 +418,16 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"{page}: no page {page_file}")
             print(f"FAIL {page}: no page {page_file}")
             continue
-        shot = args.screenshots / (page.replace("/", "__") + ".png") if args.screenshots else None
+        shot = args.screenshots / page.replace("/", "__") if args.screenshots else None
         try:
-            dom = render(chromium, page_file, args.budget_ms, shot, args.timeout)
+            dom = render(chromium, page_file, args.budget_ms, shot and shot.with_suffix(".png"), args.timeout)
+            phone_dom = render(chromium, page_file, args.budget_ms, shot and Path(f"{shot}@phone.png"), args.timeout,
+                               window=PHONE)
+            counts, problems = check_page(dom, page_file, args.html_dir, phone_dom)
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             failures.append(f"{page}: {err}")
             print(f"FAIL {page}: {err}")
             continue
-        counts, problems = check_page(dom, page_file, args.html_dir)
         print(f"{'FAIL' if problems else 'ok  '} {page}: {counts}")
         failures += [f"{page}: {p}" for p in problems]
 
