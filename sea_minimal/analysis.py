@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -150,6 +150,31 @@ def main_table(summary: pd.DataFrame, paper_key: dict[str, str], paper_policy: s
             "n": int(s.n),
         })
     return pd.DataFrame(rows).set_index("method")
+
+
+# ``main_table``'s columns in two tables that each fit the book's text column: what the answers are, and what
+# they cost (each keeps "n"). Columns a table does not have are left out.
+TABLE_PARTS = {
+    "answers": ("paper harmful %", "harmful % keyword", "refused %", "complied %", "broken %", "harmful % MiniLM", "n"),
+    "quality and cost": ("reward", "perplexity", "diversity", "fwd+bwd tokens", "wall s", "n"),
+}
+
+
+def split_table(table: pd.DataFrame, parts: Mapping[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
+    """``table`` (e.g. ``main_table``'s) as one table per part: each part takes the columns named by one of its
+    prefixes (the name itself, or the name followed by a bracketed qualifier: "reward [95% CI]", "perplexity
+    (median)"), in the part's order (default
+    ``TABLE_PARTS``). A column no part names goes to the last part."""
+    parts = TABLE_PARTS if parts is None else parts
+    out, used = {}, set()
+    for name, prefixes in parts.items():
+        cols = [c for prefix in prefixes for c in table.columns if str(c) == prefix or str(c).startswith((prefix + " [", prefix + " ("))]
+        out[name] = list(dict.fromkeys(cols))
+        used |= set(cols)
+    rest = [c for c in table.columns if c not in used]
+    if rest and out:
+        out[list(out)[-1]] += rest
+    return {name: table[cols] for name, cols in out.items() if cols}
 
 
 def paired_vs(df: pd.DataFrame, a: str, b: str, column: str) -> dict:

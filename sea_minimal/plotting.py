@@ -27,6 +27,10 @@ import seaborn as sns
 from .sampler import SEAResult
 
 PALETTE = "colorblind"
+# The widest figure (inches) that the book's text column (about 690 px wide at a 1280 px window) shows with readable
+# labels: at this width a figure is shown at about 0.64 of its size at 100 dpi, so a 10-pt label stays about 9 px
+# tall. scripts/check_rendered_book.py fails a page whose figures are shrunk further; wider layouts take two rows.
+BOOK_WIDTH_IN = 10.5
 DEFAULT_KEYS = ("energy", "logp_ref", "reward_hard", "reward_soft", "kl_init")
 
 # y-axis labels, with units. The energy's meaning depends on the recipe (see ENERGY_LABELS).
@@ -150,9 +154,11 @@ def _colors(labels) -> dict[str, tuple]:
 
 
 def _grid(n_panels: int, ncols: int | None, panel_size=(4.0, 3.0)):
+    """A figure of ``n_panels`` axes in rows of ``ncols`` (default up to 3), no wider than ``BOOK_WIDTH_IN``."""
     ncols = ncols or min(3, n_panels)
     nrows = math.ceil(n_panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+    width = min(panel_size[0] * ncols, BOOK_WIDTH_IN)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_size[1] * nrows),
                              squeeze=False, layout="constrained")
     flat = list(axes.flat)
     for ax in flat[n_panels:]:
@@ -315,3 +321,63 @@ def before_after_table(result: SEAResult, logprobs: Mapping[str, Sequence[float]
                 raise ValueError(f"{name}: expected {len(table)} values (one per candidate), got {len(values)}")
             table[name] = values
     return table
+
+
+# (x, y, width, height) of each box of the pipeline diagram, in axes units (the axes are 10.5 x 3.9).
+_PIPELINE_BOXES = {
+    "Z": (0.1, 1.7, 1.7, 1.0, "logits $Z$\n$T\\times V$, one row\nper response token"),
+    "st": (2.5, 1.7, 2.4, 1.0, "straight-through $\\tilde y(Z)$\nforward: one-hot $\\arg\\max Z$\nbackward: $\\partial\\,$softmax$(Z/\\tau)$"),
+    "ref": (5.6, 2.45, 2.0, 0.85, "reference model\n$\\log\\pi_{ref}(\\tilde y\\mid x)$"),
+    "rew": (5.6, 1.1, 2.0, 0.85, "reward model\n$r(x, \\tilde y)$"),
+    "U": (8.3, 1.7, 2.1, 1.0, "energy\n$U = -\\log\\pi_{ref} - \\alpha\\, r$"),
+}
+
+
+def plot_pipeline():
+    """The paper's SEA loop as a diagram (chapter 2): logits -> straight-through tokens -> reference model and reward
+    -> energy -> gradient back to the logits -> Langevin update. Returns the Figure (``BOOK_WIDTH_IN`` wide)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    with _style():
+        fig, ax = plt.subplots(figsize=(BOOK_WIDTH_IN, 3.9), layout="constrained")
+        ax.set(xlim=(0, 10.5), ylim=(0, 3.9))
+        ax.axis("off")
+        colors = {"Z": "0.92", "st": "0.92", "ref": method_color("sea-langevin"), "rew": method_color("bon[n=64]"),
+                  "U": "0.92"}
+        centre = {}
+        for key, (x, y, w, h, text) in _PIPELINE_BOXES.items():
+            face = colors[key] if isinstance(colors[key], str) else (*colors[key], 0.25)
+            ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=face, ec="0.3", lw=1))
+            ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9.5)
+            centre[key] = (x, y, w, h)
+
+        def arrow(start, end, text="", style="-|>", color="0.25", rad=0.0, text_at=None):
+            ax.annotate("", xy=end, xytext=start,
+                        arrowprops=dict(arrowstyle=style, color=color, lw=1.4, connectionstyle=f"arc3,rad={rad}"))
+            if text:
+                ax.text(*(text_at or ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.12)), text, ha="center",
+                        va="bottom", fontsize=8.5, color=color)
+
+        def right(k, dy=0.0):
+            x, y, w, h = centre[k]
+            return (x + w + 0.05, y + h / 2 + dy)
+
+        def left(k, dy=0.0):
+            x, y, w, h = centre[k]
+            return (x - 0.05, y + h / 2 + dy)
+
+        arrow(right("Z"), left("st"), "forward")
+        arrow(right("st", 0.25), left("ref"))
+        arrow(right("st", -0.25), left("rew"))
+        arrow(right("ref"), left("U", 0.25))
+        arrow(right("rew"), left("U", -0.25))
+        # The backward pass and the update close the loop underneath.
+        back = "#b2182b"
+        ax.annotate("", xy=(0.95, 1.62), xytext=(9.35, 1.62),
+                    arrowprops=dict(arrowstyle="-|>", color=back, lw=1.6, connectionstyle="bar,fraction=-0.12"))
+        ax.text(5.2, 0.18, r"backward: $\nabla_Z U$ through both models, then the Langevin step "
+                r"$Z \leftarrow Z - \eta\,\nabla_Z U + \sqrt{2\eta}\,s\,\xi$", ha="center", va="bottom",
+                fontsize=9, color=back)
+        ax.text(5.2, 3.62, "one SEA iteration, for C chains at once (the prompt's key/value cache is computed once)",
+                ha="center", va="bottom", fontsize=9, color="0.3")
+    return fig

@@ -3,13 +3,14 @@ each returns its matplotlib Figure). Same style as ``sea_minimal.plotting``."""
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .plotting import _colors, _style, method_color  # noqa: F401  (method_color: the notebooks import it here)
+from .plotting import BOOK_WIDTH_IN, _colors, _style, method_color  # noqa: F401  (the notebooks import these here)
 
 JUDGES = {"harmful_kw": "keyword judge", "harmful_ml": "MiniLM judge"}
 
@@ -20,10 +21,15 @@ def _err(s: pd.DataFrame, col: str) -> np.ndarray:
 
 def plot_harm_vs_compute(summary: pd.DataFrame, paper: Mapping[str, float] | None = None):
     """Harmful rate (%, 95% CI) against mean forward+backward tokens per prompt (log scale), one panel per judge,
-    plus mean reward against median perplexity (is a lower harmful rate bought with word salad?)."""
+    plus mean reward against median perplexity (is a lower harmful rate bought with word salad?). Panels in rows of
+    two; with two judges the fourth place holds the legend."""
     judges = [j for j in JUDGES if j in summary]
+    n = len(judges) + 1
+    rows = math.ceil(n / 2)
     with _style():
-        fig, axes = plt.subplots(1, len(judges) + 1, figsize=(4.6 * (len(judges) + 1), 3.8), layout="constrained")
+        fig, grid = plt.subplots(rows, 2, figsize=(9.6, 3.5 * rows), layout="constrained", squeeze=False)
+        axes = list(grid.flat)[:n]
+        spare = list(grid.flat)[n:]
         colors = _colors(list(summary.index))
         for ax, judge in zip(axes, judges):
             for label, s in summary.iterrows():
@@ -38,7 +44,13 @@ def plot_harm_vs_compute(summary: pd.DataFrame, paper: Mapping[str, float] | Non
                         color=colors[label], label=label)
         ax.set_xscale("log")
         ax.set(xlabel=r"median perplexity under $\pi_{ref}$", ylabel="mean reward", title="reward against fluency")
-        axes[0].legend(fontsize=7, loc="best")
+        if spare:
+            for extra in spare:
+                extra.axis("off")
+            handles, labels = axes[0].get_legend_handles_labels()
+            spare[0].legend(handles, labels, fontsize=8, loc="center", frameon=False, ncols=2)
+        else:
+            axes[0].legend(fontsize=7, loc="best")
     return fig
 
 
@@ -68,9 +80,14 @@ def plot_convergence(curves: pd.DataFrame, keys: Sequence[str] = ("reward_best_s
               "logp_ref": r"log $\pi_{ref}(y\mid x)$ (nats)", "energy": "energy / loss (recipe's own)"}
     labels = list(dict.fromkeys(curves["label"]))
     colors = _colors(labels)
+    ncols = min(2, len(keys))
+    rows = math.ceil(len(keys) / ncols)
     with _style():
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.4), layout="constrained")
-        for ax, key in zip(np.atleast_1d(axes), keys):
+        fig, grid = plt.subplots(rows, ncols, figsize=(4.8 * ncols, 3.2 * rows), layout="constrained", squeeze=False)
+        for extra in list(grid.flat)[len(keys):]:
+            extra.axis("off")
+        axes = list(grid.flat)[:len(keys)]
+        for ax, key in zip(axes, keys):
             for label in labels:
                 g = curves[curves["label"] == label].groupby("iteration")[key]
                 mean, sem = g.mean(), g.sem().fillna(0)
@@ -79,7 +96,7 @@ def plot_convergence(curves: pd.DataFrame, keys: Sequence[str] = ("reward_best_s
                 if marks and marks.get(label) is not None and key.startswith("reward"):
                     ax.axvline(marks[label], color=colors[label], ls=":", lw=1)
             ax.set(xlabel="iteration", title=titles.get(key, key))
-        np.atleast_1d(axes)[0].legend(fontsize=8)
+        axes[0].legend(fontsize=8)
     return fig
 
 
@@ -132,7 +149,7 @@ def plot_distance_to_optimum(summary: pd.DataFrame, floors: Mapping[str, float] 
     refused rate (%, 95% CI) against the same cost, with pi*'s rate as a band. ``summary`` is indexed by label
     (``sea_minimal.optimum_analysis.summary``)."""
     with _style():
-        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(BOOK_WIDTH_IN - 0.5, 4.2), layout="constrained")
         rows = summary[~summary.index.str.startswith("pi*")]
         for label, s in rows.iterrows():
             chains = label.endswith("chains")
@@ -164,7 +181,7 @@ def plot_frontier(front: pd.DataFrame):
     points of one ``family`` (Best-of-N by N, a SEA recipe by iteration count) are joined in budget order, so a
     curve that lies above another at the same cost is the better way to spend that compute."""
     with _style():
-        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(BOOK_WIDTH_IN - 0.5, 4.2), layout="constrained")
         for family, g in front.groupby("family", sort=False):
             g = g.sort_values("compute_tokens")
             color = method_color(str(family))

@@ -346,3 +346,18 @@ def test_moved_from_start_counts_unchanged_answers_and_pairs_final_with_start_re
     assert out.loc["stuck", "unchanged %"] == 100 and out.loc["moved", "unchanged %"] == 0
     assert out.loc["stuck", "final - start"] == 0 and out.loc["moved", "final - start"] == pytest.approx(1.0)
     assert out.loc["moved", "n"] == 4 and out.loc["moved", "best start reward"] == 1.0
+
+
+def test_split_table_keeps_every_column_once_per_part_and_n_in_each():
+    table = pd.DataFrame({
+        "paper harmful % (LLaMA-3.2-1B)": ["1"], "harmful % keyword [95% CI] (book)": ["2"], "refused % [95% CI]": ["3"],
+        "reward [95% CI]": ["4"], "perplexity (median)": ["5"], "wall s": ["6"], "n": [7], "extra": ["8"],
+        "n prompts": [9],
+    }, index=["greedy"])
+    parts = analysis.split_table(table)
+    assert list(parts) == ["answers", "quality and cost"]
+    assert list(parts["answers"].columns) == ["paper harmful % (LLaMA-3.2-1B)", "harmful % keyword [95% CI] (book)",
+                                              "refused % [95% CI]", "n"]
+    assert list(parts["quality and cost"].columns) == ["reward [95% CI]", "perplexity (median)", "wall s", "n", "extra",
+                                                       "n prompts"]
+    assert parts["answers"].index.tolist() == ["greedy"]
