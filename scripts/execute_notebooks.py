@@ -157,7 +157,8 @@ def chapters() -> list[str]:
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [Path(c["file"]).name + ".ipynb" for c in toc["chapters"] if c["file"].startswith("notebooks/")]
+    entries = [c for part in toc.get("parts", [toc]) for c in part.get("chapters", [])]
+    return [Path(c["file"]).name + ".ipynb" for c in entries if c["file"].startswith("notebooks/")]
 
 
 def title(name: str) -> str:

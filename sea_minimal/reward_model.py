@@ -46,7 +46,10 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 HEAD_FILE = ASSETS / "harmlessness_head.safetensors"
 HEAD_META_FILE = ASSETS / "harmlessness_head.json"
 #: The harmlessness-v2 head of chapter 3, trained by scripts/train_reward.py on on-policy Do-Not-Answer refusals
-#: vs compliance, fluent vs broken text, a benign control and HH-RLHF. The HH-only head keeps its own file.
+#: vs compliance, fluent vs broken text, a benign control and HH-RLHF. The HH-only head keeps its own file
+#: (``sea_minimal/assets/harmlessness_v2_head.safetensors`` in the installed package).
+#:
+#: :meta hide-value:
 V2_HEAD_FILE = ASSETS / "harmlessness_v2_head.safetensors"
 REPORT_DIR = Path(__file__).resolve().parent.parent / "results" / "reward_model"  # in a source checkout
 DEFAULT_FEATURES = REPORT_DIR / "hh_harmless_features.safetensors"
