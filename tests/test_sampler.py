@@ -123,6 +123,28 @@ def test_reference_patience_stops_early(tiny_policy):
     assert res.iterations == 4  # improvement at iteration 0, then 3 iterations without one
 
 
+class HardMinusInfReward(VocabReward):
+    """Soft inputs score as a flat vocabulary reward; hard (one-hot) inputs score -inf, so no iterate ever improves
+    on the initial best of -inf."""
+
+    def for_prompt(self, prompt_ids):
+        soft = super().for_prompt(prompt_ids)
+
+        def score(probs):
+            hard = (probs.max(-1).values == 1).all(-1)
+            return torch.where(hard, torch.full_like(soft(probs), -math.inf), soft(probs))
+
+        return score
+
+
+def test_reference_patience_counts_from_the_start_when_nothing_ever_improves(tiny_policy):
+    # The patience counter starts at iteration 0: with no improvement at all the run stops after patience + 1
+    # iterations (0 ... patience), not one later, and does not fail.
+    res = run(tiny_policy, HardMinusInfReward(torch.zeros(11, device=DEVICE)), recipe="reference", steps=50, patience=3)
+    assert res.iterations == 4
+    assert all(r == -math.inf for row in res.trajectory["reward_hard"] for r in row)
+
+
 def test_special_tokens_never_appear(tiny_policy, tiny_reward):
     tiny_policy.__dict__["special_ids"] = [9, 10]  # the two highest-reward tokens
     for recipe in RECIPES:
