@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny random causal LM (built in the test, no download) and the bundled SmolLM2."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,16 @@ from sea_minimal import Policy, VocabReward
 # Run the device-independent tests on a GPU with SEA_TEST_DEVICE=cuda (CI has none: default cpu).
 DEVICE = os.environ.get("SEA_TEST_DEVICE", "cpu")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the script look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def missing_prerequisite(message: str) -> None:

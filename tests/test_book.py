@@ -3,7 +3,6 @@ and every page reads right in headless Chromium (maths typeset, images loaded, n
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -74,12 +73,9 @@ def test_maths_is_rendered_offline(built_book):
 
 
 def _load_check_script():
-    path = ROOT / "scripts" / "check_rendered_book.py"
-    spec = importlib.util.spec_from_file_location("check_rendered_book", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return path, module
+    from conftest import load_script
+
+    return ROOT / "scripts" / "check_rendered_book.py", load_script("check_rendered_book")
 
 
 def test_pages_render_in_chromium(built_book, tmp_path):

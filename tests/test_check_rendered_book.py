@@ -4,25 +4,18 @@ hand-made page rendered by the same headless Chromium as the book check; a clean
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.book
 
 
 @pytest.fixture(scope="module")
 def check():
-    path = ROOT / "scripts" / "check_rendered_book.py"
-    spec = importlib.util.spec_from_file_location("check_rendered_book", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_script
+
+    return load_script("check_rendered_book")
 
 
 @pytest.fixture(scope="module")
