@@ -161,15 +161,17 @@ TABLE_PARTS = {
 
 
 def split_table(table: pd.DataFrame, parts: Mapping[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
-    """``table`` (e.g. ``main_table``'s) as one table per part: each part takes the columns named by one of its
-    prefixes (the name itself, or the name followed by a bracketed qualifier: "reward [95% CI]", "perplexity
-    (median)"), in the part's order (default
-    ``TABLE_PARTS``). A column no part names goes to the last part."""
+    """``table`` (e.g. ``main_table``'s) as one table per part (default ``TABLE_PARTS``): each part takes, in its
+    order, the columns named by one of its prefixes, alone or followed by a bracketed qualifier ("reward [95% CI]",
+    "perplexity (median)"). A column no part names goes to the last part."""
+    def named(column, prefix):
+        return str(column) == prefix or str(column).startswith((prefix + " [", prefix + " ("))
+
     parts = TABLE_PARTS if parts is None else parts
     out, used = {}, set()
     for name, prefixes in parts.items():
-        cols = [c for prefix in prefixes for c in table.columns if str(c) == prefix or str(c).startswith((prefix + " [", prefix + " ("))]
-        out[name] = list(dict.fromkeys(cols))
+        cols = list(dict.fromkeys(c for prefix in prefixes for c in table.columns if named(c, prefix)))
+        out[name] = cols
         used |= set(cols)
     rest = [c for c in table.columns if c not in used]
     if rest and out:
