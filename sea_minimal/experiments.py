@@ -41,6 +41,8 @@ EXPERIMENTS = {  # experiment name -> grid file in grids/
     "tune_v2": "tune_sea_v2.yaml",
     "baselines_v2": "advbench_v2_baselines.yaml",
     "sea_v2": "advbench_v2_sea.yaml",
+    "ablations_v2": "advbench_v2_ablations.yaml",
+    "prefill_v2": "advbench_v2_prefill.yaml",
     # the paper's reasoning table, greedy row (issue "The paper's other two tables")
     "gsm8k": "gsm8k_greedy.yaml",
     "math500": "math500_greedy.yaml",

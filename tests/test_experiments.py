@@ -24,7 +24,7 @@ def test_every_grid_parses_at_every_scale(name, tmp_path):
     for p, b in zip(paper.methods, book.methods):
         assert p.params.get("length") in (None, 320 if reasoning else 50)  # a worked solution needs more than 50
         if p.method == "sea":  # the frontier's iteration budgets (paper_steps: listed) stay as listed
-            assert p.params["steps"] == (b.params["steps"] if name == "sea_v2" else 200)
+            assert p.params["steps"] == (b.params["steps"] if name in ("sea_v2", "ablations_v2", "prefill_v2") else 200)
 
 
 def test_evaluation_grids_share_the_40_prompts_and_tuning_prompts_are_disjoint():
@@ -34,6 +34,8 @@ def test_evaluation_grids_share_the_40_prompts_and_tuning_prompts_are_disjoint()
     for name in ("sea", "ablations", "prefill", "baselines_v2", "sea_v2"):
         assert ids[name] == evaluation, name
     assert set(ids["convergence"]) <= set(evaluation)
+    for name in ("ablations_v2", "prefill_v2"):  # round 2's ablations and attack: the first 20 evaluation prompts
+        assert ids[name] == evaluation[:20], name
     assert not set(ids["tune"]) & set(evaluation)
     assert experiments.grid_spec("tune_v2")["dataset"]["name"] == "do_not_answer"  # round 2 tunes off AdvBench
 
