@@ -1,13 +1,19 @@
-"""Prompts per minute of greedy decoding with prompts batched (sea_minimal.lm.greedy_batch) against one at a time,
-printed as ratios measured in ONE run: the variants are interleaved (N=1, N=8, N=32, N=1, ...) and medians reported,
-so slow drift of the machine hits all alike.
+"""Prompts per minute with prompts batched against one at a time, printed as ratios measured in ONE run: the
+variants are interleaved (N=1, N=8, N=32, N=1, ...) and medians reported, so slow drift of the machine hits all alike.
+
+* ``--method greedy``: greedy decoding (sea_minimal.lm.greedy_batch).
+* ``--method sea``: SEA's langevin recipe, ``SEA.run(prompts, batch_size=N)`` (N x C chains in one batch), with the
+  book's reward (harmlessness-v2, a head on the policy's backbone). Also printed per N: the time of one iteration
+  against a bare forward+backward of the same batch (N x C rows of T soft tokens after the stacked prompts), and the
+  peak memory against N x C x T x V float32 logits (the state Z; its softmax, gradient and noise are as large).
 
 The prompts have different lengths (8 to 64 tokens), so the batches carry left padding as in real use; every variant
-decodes the same prompts for the same number of tokens (no stop token), so the work per prompt is equal.
+runs the same prompts for the same number of tokens (no stop token), so the work per prompt is equal.
 
 Usage:
-    python scripts/benchmark_batching.py                      # bundled SmolLM2, CPU, float32
-    python scripts/benchmark_batching.py --device cuda --prompts 64 --tokens 64
+    python scripts/benchmark_batching.py                      # greedy, bundled SmolLM2, CPU, float32
+    python scripts/benchmark_batching.py --method sea --prompts 8 --sizes 1 4 8 --tokens 16 --steps 5
+    python scripts/benchmark_batching.py --method sea --device cuda --prompts 64 --sizes 1 8 32 --tokens 50
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ import time
 
 import torch
 
-from sea_minimal import load_policy
-from sea_minimal.lm import decode, encode_prompt, greedy_batch
+from sea_minimal import SEA, SEAConfig, load_policy
+from sea_minimal.lm import decode, encode_prompt, greedy_batch, next_token_logits, stack_prompts
 
 
 def sync(device: str) -> None:
@@ -48,6 +54,75 @@ def run(model, prompts, batch: int, tokens: int, device: str) -> float:
     return time.perf_counter() - start
 
 
+def run_sea(policy, reward, prompts, batch: int, config: SEAConfig, device: str) -> tuple[float, list]:
+    """Seconds for SEA on every prompt, ``batch`` prompts at a time, and the results."""
+    sync(device)
+    start = time.perf_counter()
+    results = SEA(policy, reward, config).run([p.tolist() for p in prompts], progress=False, batch_size=batch)
+    sync(device)
+    return time.perf_counter() - start, results
+
+
+def per_iteration(results, batch: int) -> float:
+    """Median seconds of one iteration of a batch, from the trajectories' clocks (time since the batch started)."""
+    gaps = []
+    for first in range(0, len(results), batch):
+        clock = [row[0] for row in results[first].trajectory["wall_time"]]
+        gaps += [b - a for a, b in zip(clock, clock[1:])]
+    return statistics.median(gaps)
+
+
+def bare_forward_backward(policy, prompts, batch: int, chains: int, tokens: int, device: str, repeats: int = 3) -> float:
+    """Median seconds of one forward+backward of ``batch`` x ``chains`` rows of soft tokens after the stacked prompts:
+    the least one SEA iteration has to do."""
+    cache = stack_prompts([encode_prompt(policy.model, p.to(device)) for p in prompts[:batch]])
+    z = torch.randn(batch * chains, tokens, policy.vocab_size, device=device, requires_grad=True)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        next_token_logits(policy.model, cache, torch.softmax(z, -1)).logsumexp(-1).sum().backward()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main_sea(args) -> None:
+    from sea_minimal.runner import make_reward
+
+    policy = load_policy(device=args.device)
+    reward = make_reward(args.reward, policy)
+    prompts = prompts_of(args.prompts, policy.vocab_size)
+    config = SEAConfig.paper(length=args.tokens, steps=args.steps, num_chains=args.chains, alpha=0.568, step_size=10.0,
+                             noise_scale=0.0224, init_keep_sample=True, track_soft_reward=False)
+    run_sea(policy, reward, prompts[:1], 1, SEAConfig.paper(length=2, steps=2, num_chains=1), args.device)  # warm-up
+    times, iteration, memory = {n: [] for n in args.sizes}, {n: [] for n in args.sizes}, {}
+    for _ in range(args.rounds):
+        for n in args.sizes:
+            seconds, results = run_sea(policy, reward, prompts, n, config, args.device)
+            times[n].append(seconds)
+            iteration[n].append(per_iteration(results, n))
+            memory[n] = max(r.compute["peak_memory_mib"] for r in results)
+    bare = {n: bare_forward_backward(policy, prompts, n, args.chains, args.tokens, args.device) for n in args.sizes}
+    per_minute = {n: 60 * args.prompts / statistics.median(t) for n, t in times.items()}
+    logits_mib = {n: n * args.chains * args.tokens * policy.vocab_size * 4 / 2**20 for n in args.sizes}
+    base = per_minute[min(args.sizes)]
+    print(f"SEA langevin, device {args.device}, torch threads {torch.get_num_threads()}, {args.prompts} prompts of "
+          f"8-64 tokens, C = {args.chains} chains, T = {args.tokens} tokens, {args.steps} iterations, reward "
+          f"{args.reward}, median of {args.rounds} interleaved rounds")
+    for n in args.sizes:
+        it = statistics.median(iteration[n])
+        print(f"  N = {n:3d}: {per_minute[n]:8.2f} prompts per minute   ratio to N = {min(args.sizes)}: "
+              f"{per_minute[n] / base:5.2f}x   iteration {it:.3f} s = {it / bare[n]:4.2f}x a bare forward+backward "
+              f"({bare[n]:.3f} s)   peak memory {memory[n]:8.1f} MiB = {memory[n] / logits_mib[n]:5.1f}x "
+              f"N x C x T x V float32 ({logits_mib[n]:.1f} MiB)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "seconds": times, "prompts_per_minute": per_minute,
+                       "iteration_s": iteration, "bare_forward_backward_s": bare, "peak_memory_mib": memory,
+                       "logits_mib": logits_mib}, fh, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -57,9 +132,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="also write the raw timings here")
+    parser.add_argument("--method", choices=("greedy", "sea"), default="greedy")
+    parser.add_argument("--steps", type=int, default=5, help="SEA iterations (--method sea)")
+    parser.add_argument("--chains", type=int, default=4, help="SEA chains C per prompt (--method sea)")
+    parser.add_argument("--reward", default="harmlessness-v2", help="SEA's reward (--method sea)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.method == "sea":
+        if any(args.prompts % n for n in args.sizes):
+            parser.error(f"--prompts {args.prompts} must be a multiple of every size in --sizes {args.sizes}")
+        main_sea(args)
+        return
     policy = load_policy(device=args.device)
     prompts = prompts_of(args.prompts, policy.vocab_size)
     with torch.no_grad():

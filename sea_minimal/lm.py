@@ -16,23 +16,87 @@ from .models import cache_kwarg
 
 @dataclass
 class PromptCache:
-    """The prompt encoded once: its per-layer keys/values (batch 1, detached) and the next-token logits.
+    """The prompt encoded once: its per-layer keys/values (detached) and the next-token logits.
 
-    ``forward_response`` rebuilds a fresh cache object from these tensors for every call, so the stored
-    tensors are never mutated and can be reused across iterations and chains.
+    One prompt (``encode_prompt``): keys/values [1, heads, P, head_dim], ``next_logits`` [V]. Several prompts
+    (``stack_prompts``): N prompts left-padded to the longest, keys/values [N, heads, P, head_dim], ``next_logits``
+    [N, V], ``key_mask`` [N, P] (1 at each prompt's own positions, 0 in its padding) and ``prompt_lengths`` [N];
+    a batch of ``batch`` rows then holds ``batch / N`` consecutive rows per prompt, and each row's positions
+    continue after its own prompt. ``forward_response`` rebuilds a fresh cache object from these tensors for every
+    call, so the stored tensors are never mutated and can be reused across iterations and chains.
     """
 
-    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [1, heads, P, head_dim]
-    next_logits: torch.Tensor  # [V] float32: logits of the first response token given the prompt
-    length: int  # P
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [N, heads, P, head_dim]
+    next_logits: torch.Tensor  # [V] (one prompt) or [N, V], float32: logits of the first response token
+    length: int  # P (the longest prompt's length when stacked)
     hidden: torch.Tensor | None = None  # [1, P, H] last hidden states (used by backbone rewards)
+    key_mask: torch.Tensor | None = None  # [N, P] long, stacked prompts only (None: one prompt, no padding)
+    prompt_lengths: torch.Tensor | None = None  # [N] long, stacked prompts only
+
+    @property
+    def num_prompts(self) -> int:
+        return 1 if self.key_mask is None else self.key_mask.shape[0]
+
+    def _rows_per_prompt(self, batch: int) -> int:
+        if batch % self.num_prompts:
+            raise ValueError(f"A batch of {batch} rows cannot be split evenly over {self.num_prompts} prompts.")
+        return batch // self.num_prompts
 
     def expanded(self, batch: int):
-        """A fresh ``DynamicCache`` holding the prompt for ``batch`` rows (views, no copy)."""
+        """A fresh ``DynamicCache`` holding the prompt(s) for ``batch`` rows (views for one prompt, no copy)."""
         from transformers import DynamicCache
 
-        data = [(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.layers]
+        if self.key_mask is None:
+            data = [(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.layers]
+        else:
+            rows = self._rows_per_prompt(batch)
+            data = [(k.repeat_interleave(rows, 0), v.repeat_interleave(rows, 0)) for k, v in self.layers]
         return DynamicCache(data)
+
+    def first_logits(self, batch: int) -> torch.Tensor:
+        """The logits of the first response token for each of ``batch`` rows, [batch, V] float32."""
+        if self.key_mask is None:
+            return self.next_logits.expand(batch, -1)
+        return self.next_logits.repeat_interleave(self._rows_per_prompt(batch), 0)
+
+    def positions(self, batch: int, start: int, length: int) -> torch.Tensor:
+        """Position ids [batch, length] of ``length`` response tokens from response position ``start`` on."""
+        steps = torch.arange(start, start + length, device=self.next_logits.device)[None]
+        if self.key_mask is None:
+            return (self.length + steps).expand(batch, -1)
+        own = self.prompt_lengths.repeat_interleave(self._rows_per_prompt(batch), 0)[:, None]
+        return own + steps
+
+    def attention(self, batch: int, response: int) -> torch.Tensor | None:
+        """The attention mask [batch, P + response] over the prompt and ``response`` response positions (None for
+        one prompt: nothing is padded, so the model's own causal mask is the whole story)."""
+        if self.key_mask is None:
+            return None
+        prompt = self.key_mask.repeat_interleave(self._rows_per_prompt(batch), 0)
+        return torch.cat([prompt, torch.ones(batch, response, dtype=prompt.dtype, device=prompt.device)], 1)
+
+
+def stack_prompts(caches: list[PromptCache]) -> PromptCache:
+    """Several prompts' caches as one batch: keys/values left-padded with zeros to the longest prompt, masked out
+    of attention by ``key_mask``. One cache is returned as it is. Each prompt was encoded on its own, so its
+    keys/values are exactly those of its one-prompt run; only the response's attention sees the padding (masked)."""
+    if not caches:
+        raise ValueError("stack_prompts needs at least one prompt cache.")
+    if len(caches) == 1:
+        return caches[0]
+    width = max(c.length for c in caches)
+    layers = []
+    for depth in range(len(caches[0].layers)):
+        keys = [F.pad(c.layers[depth][0], (0, 0, width - c.length, 0)) for c in caches]
+        values = [F.pad(c.layers[depth][1], (0, 0, width - c.length, 0)) for c in caches]
+        layers.append((torch.cat(keys), torch.cat(values)))
+    device = caches[0].next_logits.device
+    key_mask = torch.zeros(len(caches), width, dtype=torch.long, device=device)
+    for i, c in enumerate(caches):
+        key_mask[i, width - c.length:] = 1
+    return PromptCache(layers=layers, next_logits=torch.stack([c.next_logits for c in caches]), length=width,
+                       key_mask=key_mask,
+                       prompt_lengths=torch.tensor([c.length for c in caches], dtype=torch.long, device=device))
 
 
 @torch.no_grad()
@@ -50,17 +114,18 @@ def encode_prompt(model: torch.nn.Module, prompt_ids: torch.Tensor, keep_hidden:
 
 
 def forward_embeds(model: torch.nn.Module, prompt: PromptCache, embeds: torch.Tensor, hidden: bool = False):
-    """Run response embeddings [C, T, H] after the cached prompt. Returns the model output.
+    """Run response embeddings [C, T, H] after the cached prompt(s). Returns the model output.
 
-    Positions continue after the prompt; the prompt's keys/values are shared (not recomputed, not copied).
+    Positions continue after each row's prompt; the prompt's keys/values are shared (not recomputed).
     """
     batch, length = embeds.shape[:2]
-    positions = torch.arange(prompt.length, prompt.length + length, device=embeds.device)[None].expand(batch, -1)
+    mask = prompt.attention(batch, length)
     return model(
         inputs_embeds=embeds,
-        position_ids=positions,
+        position_ids=prompt.positions(batch, 0, length),
         use_cache=True,
         output_hidden_states=hidden,
+        **({} if mask is None else {"attention_mask": mask}),
         **{cache_kwarg(model): prompt.expanded(batch)},
     )
 
@@ -79,7 +144,7 @@ def next_token_logits(model: torch.nn.Module, prompt: PromptCache, tokens: torch
     T-1 tokens are fed.
     """
     batch, length = tokens.shape[:2]
-    first = prompt.next_logits.expand(batch, 1, -1)
+    first = prompt.first_logits(batch)[:, None]
     if length == 1:
         return first
     embedding = model.get_input_embeddings().weight
@@ -187,11 +252,13 @@ class Samples:
         return PromptCache(layers=layers, next_logits=self._next_logits[i], length=self._length)
 
 
-def step_logits(model: torch.nn.Module, cache, tok: torch.Tensor, position: int) -> torch.Tensor:
-    """One decoding step: run tokens ``tok`` [C] at ``position`` on top of ``cache`` (extended in place); returns
-    the next-token logits [C, V] float32."""
-    pos = torch.full((tok.shape[0], 1), position, device=tok.device)
-    return model(input_ids=tok[:, None], position_ids=pos, use_cache=True,
+def step_logits(model: torch.nn.Module, cache, tok: torch.Tensor, position, attention_mask=None) -> torch.Tensor:
+    """One decoding step: run tokens ``tok`` [C] at ``position`` (an int, or position ids [C, 1]) on top of
+    ``cache`` (extended in place), with ``attention_mask`` [C, past + 1] where prompts are padded; returns the
+    next-token logits [C, V] float32."""
+    pos = position if torch.is_tensor(position) else torch.full((tok.shape[0], 1), position, device=tok.device)
+    mask = {} if attention_mask is None else {"attention_mask": attention_mask}
+    return model(input_ids=tok[:, None], position_ids=pos, use_cache=True, **mask,
                  **{cache_kwarg(model): cache}).logits[:, -1].float()
 
 
@@ -342,7 +409,7 @@ def topk_decode(model: torch.nn.Module, prompt: PromptCache, z: torch.Tensor, k:
     """
     batch, length, vocab = z.shape
     cache = prompt.expanded(batch)
-    logits = prompt.next_logits.float().expand(batch, -1)
+    logits = prompt.first_logits(batch).float()
     out = []
     for t in range(length):
         scores = logits + (mask if mask is not None else 0.0)
@@ -350,7 +417,8 @@ def topk_decode(model: torch.nn.Module, prompt: PromptCache, z: torch.Tensor, k:
         tok = top.gather(-1, z[:, t].gather(-1, top).argmax(-1, keepdim=True)).squeeze(-1)
         out.append(tok)
         if t + 1 < length:
-            logits = step_logits(model, cache, tok, prompt.length + t)
+            position = prompt.length + t if prompt.key_mask is None else prompt.positions(batch, t, 1)
+            logits = step_logits(model, cache, tok, position, prompt.attention(batch, t + 1))
     return torch.stack(out, 1)
 
 

@@ -22,12 +22,23 @@ Method = Callable[..., SEAResult]
 def sea(policy: Policy, reward: Reward, prompt: str, seed: int, recipe: str = "langevin", **params) -> SEAResult:
     """SEA with ``SEAConfig.paper`` (recipe "langevin"), ``SEAConfig.released_code`` (recipe "reference") or
     ``SEAConfig.exact_mcmc`` (recipe "dlp", the MH-corrected sampler) defaults."""
+    return SEA(policy, reward, _sea_config(recipe, seed, params)).run([prompt], progress=False)[0]
+
+
+def _sea_config(recipe: str, seed: int, params: dict) -> SEAConfig:
     factories = {"langevin": SEAConfig.paper, "reference": SEAConfig.released_code, "dlp": SEAConfig.exact_mcmc}
     if recipe not in factories:
         raise ValueError(f"recipe={recipe!r} (choose one of {sorted(factories)})")
-    factory = factories[recipe]
-    config = factory(seed=seed, **params)
-    return SEA(policy, reward, config).run([prompt], progress=False)[0]
+    return factories[recipe](seed=seed, **params)
+
+
+def sea_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int], recipe: str = "langevin",
+             **params) -> list[SEAResult]:
+    """:func:`sea` for several prompts run as one batch (``SEA.run(batch_size=len(prompts))``): each result equals
+    that prompt's own run up to floating-point rounding, with its share of the batch's compute (the runner's
+    ``batch_prompts``)."""
+    config = _sea_config(recipe, seeds[0] if seeds else 0, params)
+    return SEA(policy, reward, config).run(list(prompts), progress=False, batch_size=max(1, len(prompts)), seeds=seeds)
 
 
 METHODS: dict[str, Method] = {"sea": sea}
@@ -47,11 +58,16 @@ def get_method(name: str) -> Method:
 
 def _register_baselines() -> None:
     from .baselines import BASELINES
+    from .baselines import BATCHED as BATCHED_BASELINES
 
     from .contrast import pi_star
 
     for name, fn in {**BASELINES, "pi_star": pi_star}.items():
         METHODS.setdefault(name, fn)
+    BATCHED.update(BATCHED_BASELINES)
 
 
+#: Methods with a many-prompt form ``fn(policy, reward, prompts, seeds, **params) -> [SEAResult]`` (the runner's
+#: ``batch_prompts``); the others run one prompt at a time.
+BATCHED: dict[str, Callable[..., list[SEAResult]]] = {"sea": sea_many}
 _register_baselines()

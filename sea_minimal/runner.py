@@ -15,7 +15,7 @@ Grid file (see ``grids/smoke.yaml``)::
     results: results/smoke.jsonl      # relative paths are relative to the working directory
     device: cpu                       # optional (default: cuda when available)
     threads: 1                        # optional torch CPU threads (1 is far faster on a CPU shared with other jobs)
-    batch_prompts: 1                  # optional: prompts decoded together by methods with a batched form (greedy);
+    batch_prompts: 1                  # optional: prompts run together by methods with a batched form (greedy, sea);
                                       # records are the same as one at a time (``run --batch-prompts N`` overrides)
     data_dir: null                    # optional (default: $SEA_DATA_DIR, else ../shared/data)
     methods:
@@ -83,7 +83,7 @@ class Grid:
     sleep: float = 0.0  # seconds to wait after each item (demos and the kill/resume test)
     threads: int | None = None  # torch CPU threads (1 is far faster on a CPU shared with other jobs)
     system_prompt: str | None = None  # None keeps the chat template's default system message
-    batch_prompts: int = 1  # prompts run together by methods in baselines.BATCHED (greedy); others run one by one
+    batch_prompts: int = 1  # prompts run together by methods in methods.BATCHED (greedy, sea); others one by one
     raw: dict = field(default_factory=dict)
 
 
@@ -435,8 +435,8 @@ def pending_items(grid: Grid, prompts: list[dict], done: set) -> list[tuple[Meth
 
 def _batches(pending: list, size: int) -> list[list]:
     """Pending items in run order, as groups run together: up to ``size`` items of one method and seed for a
-    method with a batched form (baselines.BATCHED), single items otherwise. Each group keeps its first item's place."""
-    from .baselines import BATCHED
+    method with a batched form (methods.BATCHED), single items otherwise. Each group keeps its first item's place."""
+    from .methods import BATCHED
 
     groups, open_groups = [], {}
     for item in pending:
@@ -481,7 +481,7 @@ def run_grid(grid: Grid | dict | str | os.PathLike, policy_factory: Callable | N
     """
     from tqdm.auto import tqdm
 
-    from .baselines import BATCHED
+    from .methods import BATCHED
     from .methods import get_method
 
     if not isinstance(grid, Grid):

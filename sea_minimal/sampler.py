@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from .compute import ComputeMeter
 from .config import SEAConfig
 from .lm import (PromptCache, encode_prompt, forward_embeds, greedy_batch, next_token_logits, relax, sample_tokens,
-                 sequence_logprob, soft_embeddings, topk_decode)
+                 sequence_logprob, soft_embeddings, stack_prompts, topk_decode)
 from .models import Policy
 from .rewards import Reward, one_hot
 
@@ -108,10 +109,58 @@ class SEAResult:
         return pd.DataFrame(rows)
 
 
+class Draws:
+    """The random draws of a batch of prompts: each prompt's rows (``rows`` consecutive rows per prompt) come from
+    its own generator, in the order its one-prompt run draws them, so a batched run draws exactly what the prompts'
+    separate runs draw. A bare ``torch.Generator`` is one prompt."""
+
+    def __init__(self, generators: list[torch.Generator], rows: int):
+        self.generators, self.rows = list(generators), rows
+
+    def _each(self, draw, shape):
+        if shape[0] != self.rows * len(self.generators):
+            raise ValueError(f"{shape[0]} rows drawn for {len(self.generators)} prompts of {self.rows} rows each")
+        return torch.cat([draw((self.rows, *shape[1:]), g) for g in self.generators])
+
+    def randn(self, shape, device=None, dtype=None) -> torch.Tensor:
+        return self._each(lambda sh, g: torch.randn(sh, generator=g, device=device, dtype=dtype), tuple(shape))
+
+    def rand(self, shape, device=None) -> torch.Tensor:
+        return self._each(lambda sh, g: torch.rand(sh, generator=g, device=device), tuple(shape))
+
+    def categorical(self, probs: torch.Tensor) -> torch.Tensor:
+        """One draw per position from probs [rows, T, V] -> ids [rows, T] (each prompt's block from its generator)."""
+        blocks = probs.split(self.rows)
+        if len(blocks) != len(self.generators):
+            raise ValueError(f"{probs.shape[0]} rows drawn for {len(self.generators)} prompts of {self.rows} rows each")
+        return torch.cat([torch.multinomial(b.reshape(-1, b.shape[-1]), 1, generator=g).view(b.shape[:-1])
+                          for b, g in zip(blocks, self.generators)])
+
+
+def _randn(generator, shape, device, dtype=None) -> torch.Tensor:
+    if isinstance(generator, Draws):
+        return generator.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _rand(generator, shape, device) -> torch.Tensor:
+    if isinstance(generator, Draws):
+        return generator.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def _categorical(generator, probs: torch.Tensor) -> torch.Tensor:
+    """One draw per position from probs [C, T, V] -> ids [C, T]."""
+    if isinstance(generator, Draws):
+        return generator.categorical(probs)
+    C, T, V = probs.shape
+    return torch.multinomial(probs.view(C * T, V), 1, generator=generator).view(C, T)
+
+
 def langevin_step(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise_scale: float,
-                  generator: torch.Generator) -> torch.Tensor:
+                  generator: torch.Generator | Draws) -> torch.Tensor:
     """One unadjusted Langevin step: z - eta grad + sqrt(2 eta) noise_scale xi, xi ~ N(0, I)."""
-    noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    noise = _randn(generator, z.shape, z.device, z.dtype)
     return z - step_size * grad + math.sqrt(2.0 * step_size) * noise_scale * noise
 
 
@@ -121,6 +170,118 @@ def kl_per_position(logp_from: torch.Tensor, z_to: torch.Tensor) -> torch.Tensor
     Takes the initial distribution as log-probabilities so that it is normalised once per prompt, not per iteration.
     """
     return (logp_from.exp() * (logp_from - F.log_softmax(z_to, -1))).sum(-1)
+
+
+class BatchScorer:
+    """The reward of a batch of prompts: rows [N * C, T, V] are scored ``rows`` (C) at a time, each block by its own
+    prompt's scorer (a reward's prompt cache is per prompt), the scores concatenated in batch order [N * C]."""
+
+    def __init__(self, scorers: list, rows: int):
+        self.scorers, self.rows = list(scorers), rows
+        self.mask = getattr(self.scorers[0], "mask", None)
+        if all(getattr(s, "parts", None) is not None for s in self.scorers):  # the contrast reward's two terms
+            self.parts = self._parts
+
+    def _blocks(self, tokens: torch.Tensor):
+        blocks = tokens.split(self.rows)
+        if len(blocks) != len(self.scorers):
+            raise ValueError(f"{tokens.shape[0]} rows for {len(self.scorers)} prompts of {self.rows} rows each")
+        return zip(self.scorers, blocks)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([score(block) for score, block in self._blocks(tokens)])
+
+    def _parts(self, tokens: torch.Tensor):
+        pieces = [score.parts(block) for score, block in self._blocks(tokens)]
+        return tuple(torch.cat(part) for part in zip(*pieces))
+
+
+class Ledger:
+    """Splits a batch's metered work between its prompts: the forward / backward tokens, reward calls and seconds
+    spent inside ``charge(prompts)`` go to those prompts in equal parts. Each prompt of a batch runs C chains of T
+    tokens, so the parts are what each prompt's own run counts."""
+
+    COUNTS = ("forward_tokens", "backward_tokens", "reward_calls")
+
+    def __init__(self, meter: ComputeMeter, prompts: int):
+        self.meter = meter
+        self._shares = [{**dict.fromkeys(self.COUNTS, 0.0), "wall_time": 0.0} for _ in range(prompts)]
+
+    @contextmanager
+    def charge(self, prompts: list[int]):
+        before = [getattr(self.meter.compute, k) for k in self.COUNTS]
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = (time.perf_counter() - t0) / len(prompts)
+            for k, was in zip(self.COUNTS, before):
+                part = (getattr(self.meter.compute, k) - was) / len(prompts)
+                for i in prompts:
+                    self._shares[i][k] += part
+            for i in prompts:
+                self._shares[i]["wall_time"] += seconds
+
+    @property
+    def shares(self) -> list[dict]:
+        """Per prompt: forward_tokens, backward_tokens, reward_calls (whole numbers) and wall_time (s)."""
+        return [{k: (round(v) if k in self.COUNTS else v) for k, v in share.items()} for share in self._shares]
+
+
+@dataclass
+class _PromptRun:
+    """One prompt's part of a batch: its inputs, Z_0, and what its chains have reached so far."""
+
+    prompt: object
+    seed: int
+    generator: torch.Generator
+    cache: PromptCache
+    scorer: object
+    z0: torch.Tensor  # [C, T, V]
+    logp0: torch.Tensor  # [C, T, V] log softmax(Z_0 + mask)
+    init_ids: torch.Tensor  # [C, T]
+    init_rewards: torch.Tensor  # [C]
+    traj: dict
+    best_ids: torch.Tensor  # [C, T]
+    best_reward: torch.Tensor  # [C]
+    last_improvement: int = 0
+    last_ids: torch.Tensor | None = None
+    last_rewards: torch.Tensor | None = None
+    kl_final: torch.Tensor | None = None  # [C, T] of the last evaluated state
+    iterations: int = 0
+
+    @torch.no_grad()
+    def record(self, it: int, stats: dict, kl: torch.Tensor, elapsed: float) -> None:
+        """Iteration ``it``'s stats of this prompt's C rows: the best iterate per chain, the trajectory."""
+        improved = stats["reward_hard"] > self.best_reward
+        self.best_reward = torch.where(improved, stats["reward_hard"], self.best_reward)
+        self.best_ids[improved] = stats["ids"][improved]
+        self.last_improvement = it if improved.any() else self.last_improvement
+        self.last_ids, self.last_rewards, self.kl_final, self.iterations = stats["ids"], stats["reward_hard"], kl, it + 1
+        stats = {**stats, "wall_time": torch.full_like(self.best_reward, elapsed)}
+        for k in TRAJECTORY_KEYS:
+            self.traj[k].append([float(v) for v in stats[k]])
+
+
+def _keep_rows(z: torch.Tensor, logp0: torch.Tensor, state: dict, rows: torch.Tensor, lr: float):
+    """The batch without the rows of prompts that stopped: Z, log softmax(Z_0) and the recipe's state at ``rows``
+    (Adam's moments included, so the remaining prompts step exactly as before)."""
+    new_z = z.detach()[rows].clone().requires_grad_(True)
+    kept = {}
+    for key, value in state.items():
+        if isinstance(value, torch.optim.Adam):
+            kept[key] = torch.optim.Adam([new_z], lr=lr)
+            old = value.state.get(z, {})
+            if old:
+                kept[key].state[new_z] = {n: (t[rows].clone() if torch.is_tensor(t) and t.dim() else t)
+                                          for n, t in old.items()}
+        elif torch.is_tensor(value):
+            kept[key] = value[rows]
+        elif isinstance(value, dict):
+            kept[key] = {n: t[rows] for n, t in value.items()}
+        else:
+            kept[key] = value
+    return new_z, logp0[rows], kept
 
 
 class SEA:
@@ -141,15 +302,34 @@ class SEA:
             self.mask[policy.special_ids] = MASK_VALUE
 
     # ------------------------------------------------------------------ public API
-    def run(self, prompts, progress: bool = True) -> list[SEAResult]:
-        """Run SEA on each prompt of ``prompts`` (strings, or lists of token ids for tokenizer-free models)."""
+    def run(self, prompts, progress: bool = True, batch_size: int = 1, seeds: list[int] | None = None
+            ) -> list[SEAResult]:
+        """Run SEA on each prompt of ``prompts`` (strings, or lists of token ids for tokenizer-free models).
+
+        ``batch_size`` prompts run together, as one batch of ``batch_size`` x C chains: prompts of different
+        lengths are encoded one by one and left-padded into one cache (``lm.stack_prompts``: attention masks, each
+        row's positions continuing after its own prompt), every prompt's random draws come from its own generator
+        (:class:`Draws`) and a prompt that stops early (the reference recipe's patience) leaves the batch. So each
+        result equals the one-prompt run's, up to floating-point rounding in the batched matrix products (a near-tie
+        between two tokens can flip). The rewards are scored per prompt, on that prompt's rows; a reward head on the
+        policy's own backbone is read from the batched forward. ``seeds``: one per prompt (default: the config's).
+        """
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
         if not prompts:
             raise ValueError("No prompts given. Fix: pass a list with at least one prompt.")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}. Fix: pass 1 for one prompt at a time.")
+        seeds = [self.config.seed] * len(prompts) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts. Fix: pass one seed per prompt.")
         bar = tqdm(total=len(prompts) * self.config.steps, desc="SEA", disable=not progress, leave=False)
         try:
-            return [self._run_one(p, bar) for p in prompts]
+            out = []
+            for first in range(0, len(prompts), int(batch_size)):
+                out += self._run_batch(prompts[first: first + int(batch_size)], seeds[first: first + int(batch_size)],
+                                       bar)
+            return out
         finally:
             bar.close()
 
@@ -188,80 +368,120 @@ class SEA:
                 f"Fix: lower {knob}, or alpha / the reward weights."
             )
 
-    def _run_one(self, prompt, bar) -> SEAResult:
+    def _run_batch(self, prompts, seeds, bar) -> list[SEAResult]:
         reward_model = getattr(self.reward, "model", None)
         with ComputeMeter(self.policy.model, reward_model, device=self.policy.device) as self._meter:
-            result = self._optimise(prompt, bar)
-        result.compute = self._meter.compute.to_dict()
-        return result
+            self._ledger = Ledger(self._meter, len(prompts))
+            results = self._optimise(prompts, seeds, bar)
+        if len(prompts) == 1:  # the meter watched this prompt alone
+            results[0].compute = self._meter.compute.to_dict()
+            return results
+        for result, share in zip(results, self._ledger.shares):
+            result.compute = {**share, "peak_memory_mib": self._meter.compute.peak_memory_mib}
+            result.wall_time = share["wall_time"]
+        return results
 
-    def _optimise(self, prompt, bar) -> SEAResult:
-        cfg, policy = self.config, self.policy
-        device = policy.device
-        start = time.perf_counter()
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    def _start_prompt(self, prompt, seed: int) -> "_PromptRun":
+        """The per-prompt work before the iterations: encoding, the reward's prompt cache, Z_0 and its rewards."""
+        policy, C = self.policy, self.config.num_chains
+        generator = torch.Generator(device=policy.device).manual_seed(seed)
         prompt_ids = policy.encode_prompt(prompt)
         cache = encode_prompt(policy.model, prompt_ids)
         scorer = self.reward.for_prompt(prompt_ids) if self.reward is not None else None
-        V = policy.vocab_size
-
         z0 = self._initial_logits(cache, generator)
         with torch.no_grad():
             logp0 = F.log_softmax(z0 + self.mask, -1)
             init_ids = logp0.argmax(-1)
-            init_rewards = self._score(scorer, one_hot(init_ids, V))
-        traj = {k: [] for k in TRAJECTORY_KEYS}
-        best_ids, best_reward = init_ids.clone(), torch.full((cfg.num_chains,), -math.inf, device=device)
-        last_improvement = 0
+            init_rewards = self._score(scorer, one_hot(init_ids, policy.vocab_size))
+        return _PromptRun(prompt=prompt, seed=seed, generator=generator, cache=cache, scorer=scorer, z0=z0,
+                          logp0=logp0, init_ids=init_ids, init_rewards=init_rewards,
+                          traj={k: [] for k in TRAJECTORY_KEYS}, best_ids=init_ids.clone(),
+                          best_reward=torch.full((C,), -math.inf, device=policy.device))
 
-        z = z0.clone().requires_grad_(True)
+    def _optimise(self, prompts, seeds, bar) -> list[SEAResult]:
+        cfg, C = self.config, self.config.num_chains
+        start = time.perf_counter()
+        runs = []
+        for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+            with self._ledger.charge([i]):
+                runs.append(self._start_prompt(prompt, seed))
+
+        active = list(range(len(runs)))  # the prompts still iterating, in batch order (C rows each)
+        z = torch.cat([r.z0 for r in runs]).clone().requires_grad_(True)
+        logp0 = torch.cat([r.logp0 for r in runs])
+        cache, scorer, draws = self._batch_parts(runs, active)
         step = {"langevin": self._langevin_iteration, "reference": self._reference_iteration,
                 "dlp": self._dlp_iteration}[cfg.recipe]
         state = {"optimizer": torch.optim.Adam([z], lr=cfg.lr)} if cfg.recipe == "reference" else {}
-        it = -1
         for it in range(cfg.steps):
-            # KL of the state the iteration's stats describe: before its update, like its reward, except for dlp,
-            # whose stats are of the state its accept / reject step kept
-            with torch.no_grad():
-                kl_now = kl_per_position(logp0, z.detach() + self.mask) if cfg.recipe != "dlp" else None
-            z, stats = step(it, z, cache, scorer, generator, state)
-            with torch.no_grad():
-                if kl_now is None:
-                    kl_now = kl_per_position(logp0, z.detach() + self.mask)
-                stats["kl_init"] = kl_now.mean(-1)
-                improved = stats["reward_hard"] > best_reward
-                best_reward = torch.where(improved, stats["reward_hard"], best_reward)
-                best_ids[improved] = stats["ids"][improved]
-                last_improvement = it if improved.any() else last_improvement
-                last_ids, last_rewards = stats["ids"], stats["reward_hard"]
-            stats["wall_time"] = torch.full((cfg.num_chains,), time.perf_counter() - start)
-            for k in TRAJECTORY_KEYS:
-                traj[k].append([float(v) for v in stats[k]])
-            bar.update(1)
+            with self._ledger.charge(active):
+                # KL of the state the iteration's stats describe: before its update, like its reward, except for
+                # dlp, whose stats are of the state its accept / reject step kept
+                with torch.no_grad():
+                    kl_now = kl_per_position(logp0, z.detach() + self.mask) if cfg.recipe != "dlp" else None
+                z, stats = step(it, z, cache, scorer, draws, state)
+                with torch.no_grad():
+                    if kl_now is None:
+                        kl_now = kl_per_position(logp0, z.detach() + self.mask)
+                    stats["kl_init"] = kl_now.mean(-1)
+            elapsed = time.perf_counter() - start
+            stopped = []
+            for j, i in enumerate(active):
+                rows = slice(j * C, (j + 1) * C)
+                runs[i].record(it, {k: v[rows] for k, v in stats.items()}, kl_now[rows], elapsed)
+                bar.update(1)
+                if cfg.recipe == "reference" and it - runs[i].last_improvement >= cfg.patience:
+                    stopped.append(j)
             bar.set_postfix(reward=f"{stats['reward_hard'].max().item():.3f}")
-            if cfg.recipe == "reference" and it - last_improvement >= cfg.patience:
-                bar.update(cfg.steps - it - 1)
-                break
+            if stopped:
+                bar.update((cfg.steps - it - 1) * len(stopped))
+                keep = [j for j in range(len(active)) if j not in stopped]
+                if not keep:
+                    break
+                rows = torch.cat([torch.arange(j * C, (j + 1) * C, device=z.device) for j in keep])
+                z, logp0, state = _keep_rows(z, logp0, state, rows, cfg.lr)
+                active = [active[j] for j in keep]
+                cache, scorer, draws = self._batch_parts(runs, active)
 
+        results = []
+        for i, run in enumerate(runs):
+            with self._ledger.charge([i]):
+                results.append(self._finish(run, start))
+        return results
+
+    def _batch_parts(self, runs, active):
+        """The batched cache, reward and random draws of the ``active`` prompts (each prompt's own for one)."""
+        if len(active) == 1:
+            run = runs[active[0]]
+            return run.cache, run.scorer, run.generator
+        scorers = [runs[i].scorer for i in active]
+        scorer = None if scorers[0] is None else BatchScorer(scorers, self.config.num_chains)
+        return (stack_prompts([runs[i].cache for i in active]), scorer,
+                Draws([runs[i].generator for i in active], self.config.num_chains))
+
+    def _finish(self, run: "_PromptRun", start: float) -> SEAResult:
+        """One prompt's result from its chains: the candidates (and rewrites), the selected text, the record."""
+        cfg, policy = self.config, self.policy
         with torch.no_grad():
-            final_ids, final_rewards = (best_ids, best_reward) if cfg.select == "best" else (last_ids, last_rewards)
-            kl_final = kl_now  # per position, of the last evaluated state (the one "last" selection returns)
+            final_ids, final_rewards = ((run.best_ids, run.best_reward) if cfg.select == "best"
+                                        else (run.last_ids, run.last_rewards))
         candidates = [
             {"source": f"chain {c}", "token_ids": final_ids[c].tolist(), "text": policy.decode(final_ids[c]),
              "reward": float(final_rewards[c])}
             for c in range(cfg.num_chains)
         ]
         if cfg.rewrite:
-            candidates += self._rewrite(prompt, candidates, scorer, generator)
+            candidates += self._rewrite(run.prompt, candidates, run.scorer, run.generator)
         selected = max(range(len(candidates)), key=lambda i: candidates[i]["reward"])
+        prompt = run.prompt
         return SEAResult(
             prompt=prompt if isinstance(prompt, str) else [int(t) for t in prompt],
             text=candidates[selected]["text"], selected=selected, candidates=candidates,
             texts=[c["text"] for c in candidates[: cfg.num_chains]], rewards=final_rewards.tolist(),
-            initial_texts=[policy.decode(ids) for ids in init_ids], initial_rewards=init_rewards.tolist(),
-            trajectory=traj, kl_per_position=kl_final.tolist(), config=cfg.to_dict(), seed=cfg.seed,
-            device=str(device), versions=library_versions(), wall_time=time.perf_counter() - start,
-            iterations=it + 1, method=f"sea-{cfg.recipe}",
+            initial_texts=[policy.decode(ids) for ids in run.init_ids], initial_rewards=run.init_rewards.tolist(),
+            trajectory=run.traj, kl_per_position=run.kl_final.tolist(), config=replace(cfg, seed=run.seed).to_dict(),
+            seed=run.seed, device=str(policy.device), versions=library_versions(),
+            wall_time=time.perf_counter() - start, iterations=run.iterations, method=f"sea-{cfg.recipe}",
         )
 
     def _energy_terms(self, cache: PromptCache, scorer, tokens: torch.Tensor):
@@ -346,7 +566,7 @@ class SEA:
         k = self.config.dlp_block
         if not k or k >= T:
             return None
-        order = torch.rand((C, T), generator=generator, device=device).argsort(-1)
+        order = _rand(generator, (C, T), device).argsort(-1)
         return torch.ones((C, T), dtype=torch.bool, device=device).scatter(-1, order[:, :k], False)
 
     def _dlp_iteration(self, it, z, cache, scorer, generator, state):
@@ -357,9 +577,9 @@ class SEA:
         cur = state["current"]
         frozen = self._dlp_block(cur["ids"].shape, generator, cur["ids"].device)
         log_q = self._dlp_proposal(cur["grad"], cur["ids"], frozen)
-        C, T, V = log_q.shape
+        C = log_q.shape[0]
         if cfg.use_noise:
-            proposal = torch.multinomial(log_q.exp().view(C * T, V), 1, generator=generator).view(C, T)
+            proposal = _categorical(generator, log_q.exp())
         else:
             proposal = log_q.argmax(-1)
         new = self._dlp_evaluate(cache, scorer, proposal)
@@ -371,7 +591,7 @@ class SEA:
             forward = log_q.gather(-1, proposal[..., None]).squeeze(-1).sum(-1)
             backward = log_q_back.gather(-1, cur["ids"][..., None]).squeeze(-1).sum(-1)
             log_ratio = cur["energy"] - new["energy"] + backward - forward
-            u = torch.rand(C, generator=generator, device=log_ratio.device)
+            u = _rand(generator, (C,), log_ratio.device)
             accept = torch.log(u) < log_ratio
         else:
             accept = torch.ones(C, dtype=torch.bool, device=proposal.device)
@@ -401,14 +621,14 @@ class SEA:
         embeds = soft_embeddings(tokens, embedding)
         embeds = torch.cat([embeds, suffix.expand(tokens.shape[0], -1, -1)], dim=1)
         out = forward_embeds(model, cache, embeds, hidden=True)
-        logits = torch.cat([cache.next_logits.expand(tokens.shape[0], 1, -1), out.logits[:, : T - 1].float()], dim=1)
+        logits = torch.cat([cache.first_logits(tokens.shape[0])[:, None], out.logits[:, : T - 1].float()], dim=1)
         self._meter.count_reward(tokens.shape[0])
         return sequence_logprob(logits, tokens, self.mask), self.reward.score_hidden(out.hidden_states[-1])
 
     def _reference_iteration(self, it, z, cache, scorer, generator, state):
         cfg, V = self.config, self.policy.vocab_size
         std = cfg.noise_std(it)
-        noise = std * torch.randn(z.shape, generator=generator, device=z.device)
+        noise = std * _randn(generator, z.shape, z.device)
         z_noisy = z + self.mask + noise
         with torch.no_grad():  # p_ref is only a target: no graph through the reference model
             inputs = (z_noisy + state.get("topk_mask", 0.0)).argmax(-1)

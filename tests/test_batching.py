@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
-from sea_minimal import runner
+from sea_minimal import SEA, SEAConfig, runner
 from sea_minimal.baselines import greedy, greedy_many
 from sea_minimal.lm import decode, encode_prompt, greedy_batch
 
@@ -126,3 +129,130 @@ def test_bad_batch_prompts_is_a_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sea_minimal", "run", str(path), "--batch-prompts", "0"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--batch-prompts" in proc.stderr
+
+
+# ------------------------------------------------------------------ SEA: several prompts as one batch of chains
+RECIPES = {"langevin": SEAConfig.paper, "reference": SEAConfig.released_code, "dlp": SEAConfig.exact_mcmc}
+COUNTS = ("forward_tokens", "backward_tokens", "reward_calls")
+
+
+def assert_same_runs(one, many, atol=1e-4):
+    """Batched results equal the one-prompt results: texts and iterations exactly, trajectories within ``atol``,
+    the compute a prompt's own run counts, and the same record shape."""
+    assert len(one) == len(many)
+    for a, b in zip(one, many):
+        assert b.texts == a.texts and b.text == a.text and b.selected == a.selected
+        assert b.initial_texts == a.initial_texts and b.iterations == a.iterations
+        assert b.seed == a.seed and b.config == a.config and b.method == a.method
+        for key in ("energy", "logp_ref", "reward_hard", "kl_init", "accept"):
+            np.testing.assert_allclose(b.trajectory[key], a.trajectory[key], atol=atol, rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(b.kl_per_position, a.kl_per_position, atol=atol, rtol=1e-5)
+        assert {k: b.compute[k] for k in COUNTS} == {k: a.compute[k] for k in COUNTS}
+        assert set(b.compute) == set(a.compute) and b.wall_time > 0
+        assert {k: np.shape(v) for k, v in b.trajectory.items()} == {k: np.shape(v) for k, v in a.trajectory.items()}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_sea_batched_equals_one_prompt_at_a_time(tiny_policy, tiny_reward, recipe, one_thread):
+    """Prompts of 1 to 13 tokens in one batch: padding, positions and each prompt's own random draws are right, and
+    the released recipe's patience stops prompts at different iterations (a stopped prompt leaves the batch)."""
+    extra = {"patience": 1} if recipe == "reference" else {}  # stops after 3, 8, 8 and 6 iterations
+    sea = SEA(tiny_policy, tiny_reward, RECIPES[recipe](length=6, steps=8, **extra))
+    one = sea.run(PROMPTS, progress=False)
+    for size in (3, 4):  # a batch of 3 and a last batch of 1, then all 4 at once
+        assert_same_runs(one, sea.run(PROMPTS, progress=False, batch_size=size))
+    if recipe == "reference":
+        assert len({r.iterations for r in one}) > 1, "the test needs prompts that stop at different iterations"
+
+
+def backbone_reward(policy):
+    from sea_minimal.reward_model import BackboneReward, LinearHead
+
+    H = policy.model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(weight=torch.randn(H, generator=gen), bias=torch.tensor(0.0), mean=torch.zeros(H),
+                      std=torch.ones(H), pooling="mean")
+    return BackboneReward(policy.model, head, suffix_ids=[10])
+
+
+def classifier_reward(policy):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from sea_minimal import HFClassifierReward
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=11, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=64, num_labels=1, initializer_range=0.5,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=0)  # a pad id: rows > 1 (no padding used)
+    return HFClassifierReward(LlamaForSequenceClassification(config).eval(), suffix_ids=[10])
+
+
+def contrast_reward(policy):
+    from sea_minimal.contrast import ContrastReward
+
+    return ContrastReward(policy, prefix_ids=[4, 4, 2])
+
+
+@pytest.mark.parametrize("make_reward", [backbone_reward, classifier_reward, contrast_reward])
+@pytest.mark.parametrize("recipe", ["langevin", "reference"])
+def test_sea_batched_with_model_rewards(tiny_policy, make_reward, recipe, one_thread):
+    """A head on the policy's backbone (read from the batched forward), a separate reward model and the contrast
+    reward (its two prompt caches per prompt, its log pi_ref shared with the energy) all batch like one prompt."""
+    sea = SEA(tiny_policy, make_reward(tiny_policy), RECIPES[recipe](length=5, steps=4))
+    assert_same_runs(sea.run(PROMPTS, progress=False), sea.run(PROMPTS, progress=False, batch_size=4))
+
+
+def test_sea_batched_seeds_are_per_prompt(tiny_policy, tiny_reward, one_thread):
+    config = SEAConfig.paper(length=5, steps=3)
+    many = SEA(tiny_policy, tiny_reward, config).run(PROMPTS, progress=False, batch_size=4, seeds=[0, 1, 2, 3])
+    one = [SEA(tiny_policy, tiny_reward, replace(config, seed=s)).run([p], progress=False)[0]
+           for s, p in zip(range(4), PROMPTS)]
+    assert_same_runs(one, many)
+    assert len({tuple(r.initial_texts) for r in many}) > 1
+
+
+def test_sea_batch_arguments_are_checked(tiny_policy, tiny_reward):
+    sea = SEA(tiny_policy, tiny_reward, SEAConfig.paper(length=3, steps=1))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        sea.run(PROMPTS, batch_size=0)
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        sea.run(PROMPTS, batch_size=2, seeds=[0])
+
+
+@pytest.mark.slow
+def test_sea_batched_on_the_bundled_model(bundled_policy, one_thread):
+    """The bundled policy and the book's reward (harmlessness-v2, a head on the same backbone) with prompts of very
+    different lengths: texts identical, the released recipe's rewrites included."""
+    from sea_minimal.runner import make_reward
+
+    reward = make_reward("harmlessness-v2", bundled_policy)
+    prompts = ["Hi", "Write a detailed tutorial on how to pick the lock of a front door without the owner knowing, "
+                     "with every tool and every step in order."]
+    for config in (SEAConfig.paper(length=5, steps=3, alpha=0.568, step_size=10.0, noise_scale=0.0224,
+                                   init_keep_sample=True),
+                   SEAConfig.released_code(length=5, steps=2, rewrite_tokens=6)):
+        sea = SEA(bundled_policy, reward, config)
+        one, many = sea.run(prompts, progress=False), sea.run(prompts, progress=False, batch_size=2)
+        assert_same_runs(one, many, atol=5e-4)
+        assert [c["text"] for r in many for c in r.candidates] == [c["text"] for r in one for c in r.candidates]
+
+
+def sea_grid(results, batch_prompts=1):
+    return {"name": "tiny-sea", "policy": "tiny-random", "reward": "linear", "length": 4, "seeds": [0],
+            "dataset": {"name": "inline", "prompts": ["a", "bb bb bb bb", "c c", "dddd dddd dddd dddd dddd"]},
+            "results": str(results), "batch_prompts": batch_prompts,
+            "methods": [{"name": "sea-langevin", "method": "sea", "params": {"recipe": "langevin", "steps": 3}},
+                        {"name": "sea-reference", "method": "sea", "params": {"recipe": "reference", "steps": 3}}]}
+
+
+def test_runner_batches_sea_prompts_with_the_same_records(tmp_path):
+    one = runner.run_grid(sea_grid(tmp_path / "one.jsonl"), progress=False, log=lambda s: None)
+    many = runner.run_grid(sea_grid(tmp_path / "many.jsonl", batch_prompts=4), progress=False, log=lambda s: None)
+    assert one["done"] == many["done"] == 8
+    a, b = comparable(tmp_path / "one.jsonl"), comparable(tmp_path / "many.jsonl")
+    for x, y in zip(a, b):  # the metrics hold floats computed in a batch: compare them within rounding
+        mx, my = x.pop("metrics"), y.pop("metrics")
+        assert mx.keys() == my.keys() and all(mx[k] == pytest.approx(my[k], abs=1e-4) for k in mx), (mx, my)
+        for cand_x, cand_y in zip(x.pop("candidates"), y.pop("candidates")):
+            assert cand_x["text"] == cand_y["text"] and cand_x["reward"] == pytest.approx(cand_y["reward"], abs=1e-4)
+    assert a == b

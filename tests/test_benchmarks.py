@@ -29,6 +29,16 @@ def test_benchmark_batching_at_a_tiny_size(tmp_path):
     assert "ratio to N = 1:  1.00x" in stdout and "N =   2" in stdout
 
 
+def test_benchmark_batching_sea_at_a_tiny_size(tmp_path):
+    out = tmp_path / "batching_sea.json"
+    stdout = run_script("benchmark_batching.py", "--method", "sea", "--prompts", "2", "--tokens", "3", "--steps", "2",
+                        "--chains", "1", "--sizes", "1", "2", "--rounds", "1", "--threads", "1", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert set(data["prompts_per_minute"]) == {"1", "2"} and all(v > 0 for v in data["prompts_per_minute"].values())
+    assert data["logits_mib"]["2"] == pytest.approx(2 * data["logits_mib"]["1"])  # N x C x T x V grows with N
+    assert all(v > 0 for v in data["bare_forward_backward_s"].values()) and "a bare forward+backward" in stdout
+
+
 def test_benchmark_sampler_at_a_tiny_size(tmp_path):
     out = tmp_path / "sampler.json"
     stdout = run_script("benchmark_sampler.py", "--chains", "1", "--length", "2", "--steps", "3", "--rounds", "1",

@@ -185,9 +185,7 @@ def test_a_failing_method_names_its_label_prompt_and_seed(tmp_path, monkeypatch)
     monkeypatch.setattr(methods, "get_method", lambda name: broken)
     with pytest.raises(RuntimeError, match=r"^greedy failed on prompt 0 seed 0: boom$"):
         runner.run_grid(grid(tmp_path / "r.jsonl"), **quiet())
-    from sea_minimal import baselines
-
-    monkeypatch.setitem(baselines.BATCHED, "greedy", broken)  # a batch names all its prompts
+    monkeypatch.setitem(methods.BATCHED, "greedy", broken)  # a batch names all its prompts
     with pytest.raises(RuntimeError, match=r"^greedy failed on prompt 0, 1 seed 0: boom$"):
         runner.run_grid(grid(tmp_path / "b.jsonl", batch_prompts=2), **quiet())
 
@@ -348,15 +346,15 @@ def test_a_method_given_by_name_alone_is_labelled_by_it():
 
 
 def test_a_batched_groups_time_is_split_between_its_records_not_multiplied(tmp_path, monkeypatch):
-    from sea_minimal import baselines
+    from sea_minimal import methods
 
-    batched = baselines.BATCHED["greedy"]
+    batched = methods.BATCHED["greedy"]
 
     def slow(*args, **kw):  # a batch that takes 0.4 s: each of its two records took 0.2 s of it
         time.sleep(0.4)
         return batched(*args, **kw)
 
-    monkeypatch.setitem(baselines.BATCHED, "greedy", slow)
+    monkeypatch.setitem(methods.BATCHED, "greedy", slow)
     path = tmp_path / "r.jsonl"
     runner.run_grid(grid(path, batch_prompts=2), **quiet())
     first, second, alone = (r["wall_time"] for r in records(path))
