@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from .compute import ComputeMeter
-from .lm import PromptCache, Samples, decode, encode_prompt, greedy_batch as _greedy_batch, step_logits  # noqa: F401 (PromptCache, Samples: re-exported)
+from .lm import PromptCache, Samples, decode, encode_prompt, greedy_batch as _greedy_batch, sample_many, step_logits  # noqa: F401 (PromptCache, Samples: re-exported)
 from .models import Policy
 from .rewards import Reward, one_hot
 from .sampler import SEAResult, library_versions
@@ -215,22 +215,68 @@ def best_of_n(policy: Policy, reward: Reward, prompt, seed: int = 0, n: int = 16
         raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
 
     def body(ctx):
-        responses, logps = [], []
-        for start in range(0, n, batch_size):
-            s = decode(policy.model, ctx.cache, min(batch_size, n - start), length, ctx.generator, temperature,
-                       top_k, ctx.stop_ids, banned_ids=ctx.banned_ids)
-            responses += [s.ids(i) for i in range(s.tokens.shape[0])]
-            logps += [float(s.logp[i]) / max(1, int(s.lengths[i])) if int(s.lengths[i]) else float("nan")
-                      for i in range(s.tokens.shape[0])]
-        rewards = ctx.score(responses)
-        cands = [_candidate(f"sample {i}", ids, r) for i, (ids, r) in enumerate(zip(responses, rewards))]
-        for cand, lp in zip(cands, logps):
-            cand["logp_ref_per_token"] = lp
-        return cands, _argmax(rewards), {}
+        samples = [decode(policy.model, ctx.cache, min(batch_size, n - start), length, ctx.generator, temperature,
+                          top_k, ctx.stop_ids, banned_ids=ctx.banned_ids) for start in range(0, n, batch_size)]
+        return _bon_candidates(ctx, samples)
 
     config = {"n": n, "temperature": temperature, "top_k": top_k, "length": length, "batch_size": batch_size,
               "fixed_length": fixed_length}
     return _run("best_of_n", policy, reward, prompt, seed, config, body, initial)
+
+
+def _bon_candidates(ctx, samples: list[Samples]):
+    """Best-of-N's candidates from its sample batches: each response, its reward, log pi_ref per token."""
+    responses, logps = [], []
+    for s in samples:
+        responses += [s.ids(i) for i in range(s.tokens.shape[0])]
+        logps += [float(s.logp[i]) / max(1, int(s.lengths[i])) if int(s.lengths[i]) else float("nan")
+                  for i in range(s.tokens.shape[0])]
+    rewards = ctx.score(responses)
+    cands = [_candidate(f"sample {i}", ids, r) for i, (ids, r) in enumerate(zip(responses, rewards))]
+    for cand, lp in zip(cands, logps):
+        cand["logp_ref_per_token"] = lp
+    return cands, _argmax(rewards), {}
+
+
+def best_of_n_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int], n: int = 16,
+                   temperature: float = 1.0, top_k: int = 50, length: int = DEFAULT_LENGTH, batch_size: int = 16,
+                   initial: bool = True, fixed_length: bool = False) -> list[SEAResult]:
+    """:func:`best_of_n` for several prompts: each batch of ``batch_size`` samples is drawn for all prompts at once
+    (:func:`sea_minimal.lm.sample_many`, each prompt from its own generator), so the samples equal the one-prompt
+    runs' up to floating-point rounding. Each result has the one-prompt run's shape and compute: the positions its
+    own run puts through the policy (its P prompt tokens and each batch's decoding steps) are added to its scoring's;
+    its wall time is its share of the batch's decoding plus its own scoring (the runner's ``batch_prompts``)."""
+    _check_length(length)
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+    start = time.perf_counter()
+    stop_ids = [] if fixed_length else list(policy.special_ids)
+    banned = list(policy.special_ids) if fixed_length else []
+    encoded = [policy.encode_prompt(p) for p in prompts]
+    caches = [encode_prompt(policy.model, ids) for ids in encoded]
+    generators = [torch.Generator(device=policy.device).manual_seed(int(s)) for s in seeds]
+    samples, positions = [[] for _ in prompts], [ids.numel() for ids in encoded]
+    for first in range(0, n, batch_size):
+        rows = min(batch_size, n - first)
+        for i, (s, steps) in enumerate(sample_many(policy.model, caches, rows, length, generators, temperature, top_k,
+                                                   stop_ids, banned_ids=banned)):
+            samples[i].append(s)
+            positions[i] += rows * (steps - 1)  # decode runs every step's token but the last
+    share = (time.perf_counter() - start) / len(prompts)
+    config = {"n": n, "temperature": temperature, "top_k": top_k, "length": length, "batch_size": batch_size,
+              "fixed_length": fixed_length}
+    out = []
+    for prompt, seed, cache, own, extra in zip(prompts, seeds, caches, samples, positions):
+        def body(ctx, cache=cache, own=own):
+            ctx.cache = cache  # the initial greedy answer (outside the meter) decodes from it
+            return _bon_candidates(ctx, own)
+
+        res = _run("best_of_n", policy, reward, prompt, seed, config, body, initial, encode=False)
+        res.compute["forward_tokens"] += extra
+        res.compute["wall_time"] += share
+        res.wall_time += share
+        out.append(res)
+    return out
 
 
 def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, top_k: int = 50,
@@ -350,4 +396,4 @@ def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int =
 BASELINES = {"greedy": greedy, "sampled": sampled, "best_of_n": best_of_n, "args": args, "cbs": cbs}
 #: Methods with a many-prompt form ``fn(policy, reward, prompts, seeds, **params) -> [SEAResult]`` (the runner's
 #: ``batch_prompts``); the others run one prompt at a time.
-BATCHED = {"greedy": greedy_many}
+BATCHED = {"greedy": greedy_many, "best_of_n": best_of_n_many}

@@ -340,6 +340,69 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
                    _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)
 
 
+@torch.no_grad()
+def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, steps: int,
+                generators: list[torch.Generator], temperature: float = 1.0, top_k: int = 0,
+                stop_ids: list[int] | None = None, ban_stop_first: bool = True, banned_ids=()
+                ) -> list[tuple[Samples, int]]:
+    """:func:`decode`'s sampling for several prompts in one batch: ``num`` rows per prompt (prompts left-padded by
+    :func:`stack_prompts`), each prompt's rows drawn with its own generator, and a prompt whose rows have all
+    stopped draws no more (as its own run ends there). Returns per prompt its Samples and the number of steps its
+    own run takes, so block i equals ``decode(model, caches[i], num, steps, generators[i], ...)`` up to
+    floating-point rounding of the batched forward (a draw that lands on a boundary between two tokens can flip).
+    """
+    if temperature <= 0:
+        raise ValueError(f"sample_many samples: temperature must be > 0, got {temperature}")
+    if len(generators) != len(caches):
+        raise ValueError(f"{len(generators)} generators for {len(caches)} prompts: pass one generator per prompt.")
+    prompt, prompts = stack_prompts(caches), len(caches)
+    rows = prompts * num
+    device = prompt.next_logits.device
+    cache = prompt.expanded(rows)
+    logits = prompt.first_logits(rows)
+    vocab = logits.shape[-1]
+    stop_mask, banned = _token_masks(vocab, stop_ids, banned_ids, device)
+    any_stop, any_banned = bool(stop_mask.any()), bool(banned.any())
+    stopped = torch.zeros(rows, dtype=torch.bool, device=device)
+    lengths = torch.zeros(rows, dtype=torch.long, device=device)
+    logp = torch.zeros(rows, device=device)
+    ended = [0] * prompts  # steps each prompt's own run takes (0: still running)
+    tokens = []
+    for t in range(steps):
+        scores = _allowed_scores(logits, stop_mask if t == 0 and ban_stop_first and any_stop else None,
+                                 banned if any_banned else None) / temperature
+        if top_k:
+            kth = scores.topk(min(top_k, vocab), dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        probs = torch.softmax(scores, -1)
+        tok = torch.zeros(rows, dtype=torch.long, device=device)
+        for i, generator in enumerate(generators):
+            if not ended[i]:
+                block = slice(i * num, (i + 1) * num)
+                tok[block] = torch.multinomial(probs[block], 1, generator=generator).squeeze(-1)
+        live = torch.tensor([not e for e in ended], device=device).repeat_interleave(num)
+        stopped = stopped | (stop_mask[tok] & live)
+        lengths = lengths + (~stopped).long()
+        token_logp = torch.log_softmax(logits.float(), -1).gather(-1, tok[:, None]).squeeze(-1)
+        logp = logp + torch.where(stopped, torch.zeros_like(token_logp), token_logp)
+        tokens.append(tok)
+        for i in range(prompts):
+            if not ended[i] and bool(stopped[i * num: (i + 1) * num].all()):
+                ended[i] = t + 1
+        if all(ended) or t + 1 == steps:
+            break
+        position = prompt.length + t if prompt.key_mask is None else prompt.positions(rows, t, 1)
+        logits = step_logits(model, cache, tok, position, prompt.attention(rows, t + 1))
+    toks = torch.stack(tokens, 1)
+    out = []
+    for i in range(prompts):
+        run = ended[i] or toks.shape[1]
+        block = slice(i * num, (i + 1) * num)
+        out.append((Samples(tokens=toks[block, :run], lengths=lengths[block], stopped=stopped[block],
+                            logp=logp[block]), run))
+    return out
+
+
 @dataclass
 class BatchGreedy:
     """Greedy responses of a batch of prompts: ``ids[i]`` row i's response (before its first stop token),

@@ -1,5 +1,6 @@
-"""Prompts decoded together (left padding, attention masks, per-row position ids) give what one prompt at a time gives:
-lm.greedy_batch, baselines.greedy_many and the runner's ``batch_prompts``."""
+"""Prompts run together (left padding, attention masks, per-row position ids) give what one prompt at a time gives:
+lm.greedy_batch, lm.sample_many, baselines.greedy_many / best_of_n_many, SEA.run(batch_size=N) for every recipe and
+the runner's ``batch_prompts``."""
 
 import json
 import subprocess
@@ -13,12 +14,13 @@ import pytest
 import torch
 
 from sea_minimal import SEA, SEAConfig, runner
-from sea_minimal.baselines import greedy, greedy_many
-from sea_minimal.lm import decode, encode_prompt, greedy_batch
+from sea_minimal.baselines import best_of_n, best_of_n_many, greedy, greedy_many
+from sea_minimal.lm import decode, encode_prompt, greedy_batch, sample_many
 
 REPO = Path(__file__).resolve().parents[1]
 # very different lengths: 1, 4, 13 and 7 tokens (the tiny model's prompts are token ids)
 PROMPTS = [[3], [1, 4, 2, 7], [5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2], [2, 7, 1, 8, 2, 8, 1]]
+COUNTS = ("forward_tokens", "backward_tokens", "reward_calls")  # what a prompt's own run counts
 
 
 def one_at_a_time(model, prompts, steps, **kw):
@@ -81,6 +83,54 @@ def test_greedy_many_on_the_bundled_model(bundled_policy):
         assert res.compute["forward_tokens"] == one.compute["forward_tokens"]
 
 
+def test_sample_many_draws_what_each_prompt_draws_alone(tiny_policy):
+    """Each prompt's rows come from its own generator; a prompt whose rows have all stopped draws no more, so the
+    next batch of samples (same generators) still matches: checked over two consecutive batches."""
+    model, stop = tiny_policy.model, [1, 3, 5, 7, 9]
+    caches = [encode_prompt(model, torch.tensor(p)) for p in PROMPTS]
+    together = [torch.Generator().manual_seed(i) for i in range(4)]
+    alone = [torch.Generator().manual_seed(i) for i in range(4)]
+    ran = []
+    for _ in range(2):
+        for i, (s, steps) in enumerate(sample_many(model, caches, 2, 9, together, stop_ids=stop)):
+            own = decode(model, caches[i], 2, 9, alone[i], stop_ids=stop)
+            assert torch.equal(s.tokens, own.tokens) and torch.equal(s.lengths, own.lengths)
+            assert torch.allclose(s.logp, own.logp, atol=1e-5) and steps == own.tokens.shape[1]
+            ran.append(steps)
+    assert min(ran) < 9 < max(ran) + 1, "the test needs prompts that end at different steps"
+    with pytest.raises(ValueError, match="one generator per prompt"):
+        sample_many(model, caches, 2, 3, together[:1])
+
+
+@pytest.mark.parametrize("fixed_length", [False, True])
+def test_best_of_n_many_results_equal_best_of_n(tiny_policy, tiny_reward, fixed_length, one_thread):
+    tiny_policy.__dict__["special_ids"] = [3, 5]  # stop tokens: samples end at different steps
+    many = best_of_n_many(tiny_policy, tiny_reward, PROMPTS, [0, 1, 2, 3], n=5, batch_size=2, top_k=0, length=7,
+                          fixed_length=fixed_length)
+    for prompt, seed, res in zip(PROMPTS, range(4), many):
+        one = best_of_n(tiny_policy, tiny_reward, prompt, seed=seed, n=5, batch_size=2, top_k=0, length=7,
+                        fixed_length=fixed_length)
+        assert [c["token_ids"] for c in res.candidates] == [c["token_ids"] for c in one.candidates]
+        assert res.selected == one.selected and res.text == one.text and res.config == one.config
+        np.testing.assert_allclose([c["logp_ref_per_token"] for c in res.candidates],
+                                   [c["logp_ref_per_token"] for c in one.candidates], atol=1e-5)
+        assert res.initial_texts == one.initial_texts
+        assert {k: res.compute[k] for k in COUNTS} == {k: one.compute[k] for k in COUNTS}
+
+
+@pytest.mark.slow
+def test_best_of_n_many_on_the_bundled_model(bundled_policy):
+    from sea_minimal import demo_reward
+
+    reward = demo_reward(bundled_policy)
+    prompts = ["Hi.", "Explain in one sentence why the sky looks blue during the day but red at sunset, for a child."]
+    many = best_of_n_many(bundled_policy, reward, prompts, [0, 0], n=4, length=8, initial=False)
+    for prompt, res in zip(prompts, many):
+        one = best_of_n(bundled_policy, reward, prompt, n=4, length=8, initial=False)
+        assert [c["text"] for c in res.candidates] == [c["text"] for c in one.candidates]
+        assert res.compute["forward_tokens"] == one.compute["forward_tokens"]
+
+
 def grid(results, batch_prompts=1):
     return {"name": "tiny", "policy": "tiny-random", "reward": "linear", "length": 5, "seeds": [0, 1],
             "dataset": {"name": "inline", "prompts": ["a", "bb bb bb bb", "c c", "dddd dddd dddd dddd dddd"]},
@@ -89,8 +139,19 @@ def grid(results, batch_prompts=1):
                         {"name": "bon", "method": "best_of_n", "params": {"n": 2, "initial": False}}]}
 
 
+def rounded(value, places=4):
+    """Floats rounded (a batched forward changes the last bits of a log-probability), everything else as it is."""
+    if isinstance(value, float):
+        return round(value, places)
+    if isinstance(value, dict):
+        return {k: rounded(v, places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, places) for v in value]
+    return value
+
+
 def comparable(path):
-    recs = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    recs = [rounded(json.loads(line)) for line in Path(path).read_text().splitlines()]
     keep = ("label", "config_hash", "prompt_id", "seed", "text", "candidates", "metrics", "initial_texts")
     rows = [{k: r[k] for k in keep} for r in recs]
     for r, rec in zip(rows, recs):
@@ -114,11 +175,14 @@ def test_batches_group_one_method_and_seed():
     g = runner.parse_grid(grid("unused.jsonl"))
     prompts = [{"id": i, "prompt": "x"} for i in range(4)]
     groups = runner._batches(runner.pending_items(g, prompts, set()), 3)
-    greedy_groups = [grp for grp in groups if grp[0][0].method == "greedy"]
-    assert all(len(grp) == 1 for grp in groups if grp[0][0].method == "best_of_n")
-    assert sorted(len(grp) for grp in greedy_groups) == [1, 1, 3, 3]  # per seed: prompts 0-2, then 3
+    for method in ("greedy", "best_of_n"):
+        sizes = sorted(len(grp) for grp in groups if grp[0][0].method == method)
+        assert sizes == [1, 1, 3, 3], method  # per seed: prompts 0-2, then 3
     assert all(len({(spec.label, seed) for spec, _, seed in grp}) == 1 for grp in groups)
     assert sum(len(grp) for grp in groups) == 16
+    spec = {**grid("unused.jsonl"), "methods": [{"name": "args", "method": "args", "params": {"top_k": 2}}]}
+    g = runner.parse_grid(spec)  # a method without a batched form runs one prompt at a time
+    assert all(len(grp) == 1 for grp in runner._batches(runner.pending_items(g, prompts, set()), 3))
 
 
 def test_bad_batch_prompts_is_a_one_line_error(tmp_path):
@@ -133,7 +197,6 @@ def test_bad_batch_prompts_is_a_one_line_error(tmp_path):
 
 # ------------------------------------------------------------------ SEA: several prompts as one batch of chains
 RECIPES = {"langevin": SEAConfig.paper, "reference": SEAConfig.released_code, "dlp": SEAConfig.exact_mcmc}
-COUNTS = ("forward_tokens", "backward_tokens", "reward_calls")
 
 
 def assert_same_runs(one, many, atol=1e-4):
