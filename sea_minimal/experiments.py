@@ -47,6 +47,7 @@ EXPERIMENTS = {  # experiment name -> grid file in grids/
     "gsm8k": "gsm8k_greedy.yaml",
     "math500": "math500_greedy.yaml",
     "truthfulqa": "truthfulqa.yaml",
+    "truthfulqa_head": "truthfulqa_head.yaml",
 }
 COMPUTE_MODES = ("if-empty", "missing", "never")
 SMOKE = {"prompts": 2, "length": 8, "steps": 2, "max_n": 8}

@@ -259,6 +259,10 @@ def make_reward(name: str, policy):
         from .truthfulqa import QA_PRIMER_TURNS
 
         return ContrastReward(policy, turns=QA_PRIMER_TURNS)
+    if name == "truthful-head":  # a Bradley-Terry head on TruthfulQA reference answers (questions 160-816)
+        from .truthfulqa import load_truth_reward
+
+        return load_truth_reward(policy)
     if name in ("harmlessness", "harmlessness-v2"):  # the HH-only head of the first runs; the on-policy head
         from .reward_model import HEAD_FILE, V2_HEAD_FILE, load_harmlessness_reward
 

@@ -11,11 +11,16 @@
   TruthfulQA paper's six-question "QA primer" as the context: r(x, y) = log pi_ref(y | primer + x) - log pi_ref(y | x),
   so that its exact optimum at alpha = 1 is the policy prompted with the primer. Trained on nothing;
   :func:`reward_pairwise_accuracy` measures how often it prefers a correct reference answer to an incorrect one.
+* **Reward, second candidate** (``make_reward("truthful-head")``): a linear Bradley-Terry head on the policy's own
+  backbone (:class:`~sea_minimal.reward_model.BackboneReward`, like harmlessness-v2), trained on the correct vs
+  incorrect reference answers of questions ``TRAIN_FROM`` .. 816 only (:func:`train_truth_head`); questions 0-99 are
+  the evaluation set and 100-159 the reward check, so neither is trained on.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -122,3 +127,109 @@ def reward_pairwise_accuracy(policy, reward, rows: Sequence[dict]) -> list[bool]
                 scores.append(float(scorer(one_hot(torch.tensor([ids], device=policy.device), policy.vocab_size))[0]))
         out.append(scores[0] > scores[1])
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- truth head
+TRUTH_HEAD_FILE = Path(__file__).resolve().parent / "assets" / "truthfulqa_head.safetensors"
+TRAIN_FROM = 160  # questions 0-99: evaluation; 100-159: the reward check; 160-816: the head's training data
+MAX_ANSWERS = 4  # reference answers of each kind per question (pairs: every correct one with every incorrect one)
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+def truth_pair_features(policy, rows: Sequence[dict], poolings: Sequence[str] = ("mean",), progress: bool = True
+                        ) -> dict:
+    """Backbone features of every (correct, incorrect) reference-answer pair of ``rows``, each answer as the
+    assistant's reply to its question: {pooling: {"chosen", "rejected": [pairs, H] float32}, "question": [pairs]
+    (row index)}, for each of ``poolings`` (one forward per question serves them all)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .reward_model import response_features
+
+    pairs = {p: {"chosen": [], "rejected": []} for p in poolings}
+    question = []
+    for k, r in enumerate(tqdm(rows, desc="truth features", disable=not progress)):
+        good, bad = list(r["correct_answers"])[:MAX_ANSWERS], list(r["incorrect_answers"])[:MAX_ANSWERS]
+        if not good or not bad:
+            continue
+        with torch.no_grad():
+            feats = response_features(policy, r["question"], good + bad)
+        for i in range(len(good)):
+            for j in range(len(bad)):
+                for p in poolings:
+                    pairs[p]["chosen"].append(feats[p][i])
+                    pairs[p]["rejected"].append(feats[p][len(good) + j])
+                question.append(k)
+    out = {p: {side: torch.stack(v) for side, v in d.items()} for p, d in pairs.items()}
+    out["question"] = torch.tensor(question)
+    return out
+
+
+def train_truth_head(policy, rows: Sequence[dict], validation_fraction: float = 0.3, seed: int = 0,
+                     progress: bool = True) -> tuple:
+    """A Bradley-Terry head preferring correct to incorrect reference answers, from ``rows`` (the training
+    questions). The pooling and l2 are chosen on a split of whole questions (``validation_fraction`` of them held out,
+    so no question has pairs on both sides); the head is then refit on all of ``rows``. Returns (head, report)."""
+    import torch
+
+    from .reward_model import POOLINGS, pairwise_accuracy, split_indices, train_bradley_terry
+
+    feats = truth_pair_features(policy, rows, POOLINGS, progress)
+    questions = feats.pop("question")
+    train_q, val_q = split_indices(len(rows), validation_fraction, seed)
+    train, val = torch.isin(questions, train_q), torch.isin(questions, val_q)
+    table = []
+    for pooling, f in feats.items():
+        for l2 in L2_GRID:
+            head = train_bradley_terry(f["chosen"][train], f["rejected"][train], l2=l2, seed=seed, pooling=pooling)
+            acc = pairwise_accuracy(head, f["chosen"][val], f["rejected"][val])
+            table.append({"pooling": pooling, "l2": l2, "validation_accuracy": acc["accuracy"],
+                          "validation_log_loss": acc["log_loss"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
+                          "pairs": acc["n"]})
+    best = min(table, key=lambda r: r["validation_log_loss"])
+    f = feats[best["pooling"]]
+    head = train_bradley_terry(f["chosen"], f["rejected"], l2=best["l2"], seed=seed, pooling=best["pooling"])
+    report = {"questions": [int(rows[0]["id"]), int(rows[-1]["id"])], "pairs": int(f["chosen"].shape[0]),
+              "validation_questions": len(val_q), "chosen": best, "grid": table,
+              "train_accuracy": pairwise_accuracy(head, f["chosen"], f["rejected"])["accuracy"]}
+    return head, report
+
+
+def save_truth_head(head, report: dict, path=TRUTH_HEAD_FILE) -> None:
+    from dataclasses import asdict
+
+    from .reward_model import FeatureSettings, save_head
+
+    save_head(head, path, {"settings": asdict(FeatureSettings()), "report": report,
+                           "trained_on": "TruthfulQA correct vs incorrect reference answers, questions "
+                                         f"{TRAIN_FROM}-816 (scripts/train_truth_head.py)"})
+
+
+def load_truth_reward(policy, path=TRUTH_HEAD_FILE):
+    """The committed truth head on ``policy``'s backbone (``make_reward("truthful-head")``)."""
+    from .reward_model import load_harmlessness_reward
+
+    return load_harmlessness_reward(policy, path)
+
+
+def reward_spread(policy, reward, rows: Sequence[dict], samples: int = 16, length: int = 50, seed: int = 0) -> dict:
+    """The reward's standard deviation over ``samples`` exact pi_ref samples of ``length`` tokens on SEA's response
+    space, per question of ``rows``, its median, and the alpha the weight rule gives for it
+    (:func:`sea_minimal.scale.alpha_for_kl`, Best-of-64's KL budget)."""
+    import torch
+
+    from .lm import encode_prompt, sample_response_space
+    from .rewards import one_hot
+    from .scale import BON64_KL, alpha_for_kl
+
+    stds = []
+    for r in rows:
+        prompt_ids = policy.encode_prompt(r["question"])
+        tokens, _ = sample_response_space(policy.model, encode_prompt(policy.model, prompt_ids), samples, length,
+                                          torch.Generator().manual_seed(seed + int(r["id"])),
+                                          banned_ids=policy.special_ids)
+        with torch.no_grad():
+            stds.append(float(reward.for_prompt(prompt_ids)(one_hot(tokens, policy.vocab_size)).std()))
+    median = float(np.median(stds))
+    return {"questions": [int(r["id"]) for r in rows], "samples": samples, "length": length, "per_question": stds,
+            "median_std": median, "kl_budget": BON64_KL, "alpha": alpha_for_kl(median)}

@@ -76,3 +76,36 @@ def test_primer_contrast_reward_on_the_bundled_model(bundled_policy):
     assert len(reward.steered_ids(prompt)) > len(prompt)  # the six primer turns go before the question
     prefs = reward_pairwise_accuracy(bundled_policy, reward, [ROW])
     assert len(prefs) == 1 and isinstance(prefs[0], bool)
+
+
+@pytest.mark.slow
+def test_truth_head_trains_on_whole_questions_and_scores_as_sea_does(bundled_policy, tmp_path):
+    """The truth head: pairs of every correct with every incorrect answer (at most MAX_ANSWERS each), the pooling and
+    l2 chosen on held-out whole questions, and the saved head scores a reply through the SEA-time reward path as it
+    scores its training features."""
+    import torch
+
+    from sea_minimal import truthfulqa
+    from sea_minimal.reward_model import response_features
+    from sea_minimal.rewards import one_hot
+
+    rows = [dict(ROW, id=i) for i in range(6)] + [
+        {"id": 6, "question": "What is the capital of France?", "best_answer": "Paris",
+         "correct_answers": ["Paris", "The capital is Paris"], "incorrect_answers": ["Lyon", "Marseille", "Nice"]}]
+    feats = truthfulqa.truth_pair_features(bundled_policy, rows, ("mean", "last"), progress=False)
+    per_question = [min(4, len(r["correct_answers"])) * min(4, len(r["incorrect_answers"])) for r in rows]
+    assert feats["question"].tolist() == [k for k, n in enumerate(per_question) for _ in range(n)]
+    assert feats["mean"]["chosen"].shape == (sum(per_question), bundled_policy.model.config.hidden_size)
+    head, report = truthfulqa.train_truth_head(bundled_policy, rows, progress=False)
+    assert report["validation_questions"] == 2 and report["pairs"] == sum(per_question)
+    assert report["chosen"] == min(report["grid"], key=lambda r: r["validation_log_loss"])
+    assert len(report["grid"]) == 3 * len(truthfulqa.L2_GRID)
+    path = tmp_path / "head.safetensors"
+    truthfulqa.save_truth_head(head, report, path)
+    reward = truthfulqa.load_truth_reward(bundled_policy, path)
+    prompt = bundled_policy.encode_prompt(ROW["question"])
+    ids = bundled_policy.tokenizer(ROW["best_answer"], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        sea_score = float(reward.for_prompt(prompt)(one_hot(torch.tensor([ids]), bundled_policy.vocab_size))[0])
+        feature_score = float(head(response_features(bundled_policy, ROW["question"], [ids])[head.pooling])[0])
+    assert sea_score == pytest.approx(feature_score, abs=1e-3)
