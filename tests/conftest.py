@@ -44,6 +44,17 @@ def tiny_lm(vocab_size: int = 11, seed: int = 0, dtype=torch.float32) -> LlamaFo
     return LlamaForCausalLM(config).to(dtype=dtype, device=DEVICE).eval()
 
 
+def tiny_backbone_reward(policy):
+    """A reward head on the tiny policy's own backbone (a random linear head, end-of-turn id 10 as its suffix)."""
+    from sea_minimal.reward_model import BackboneReward, LinearHead
+
+    H = policy.model.config.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    head = LinearHead(weight=torch.randn(H, generator=gen), bias=torch.tensor(0.0), mean=torch.zeros(H),
+                      std=torch.ones(H), pooling="mean")
+    return BackboneReward(policy.model, head, suffix_ids=[10])
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread (and far faster on a CPU shared with other jobs)."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_backbone_reward
 from sea_minimal import SEA, SEAConfig, runner
 from sea_minimal.baselines import best_of_n, best_of_n_many, greedy, greedy_many
 from sea_minimal.lm import decode, encode_prompt, greedy_batch, sample_many
@@ -228,14 +229,6 @@ def test_sea_batched_equals_one_prompt_at_a_time(tiny_policy, tiny_reward, recip
         assert len({r.iterations for r in one}) > 1, "the test needs prompts that stop at different iterations"
 
 
-def backbone_reward(policy):
-    from sea_minimal.reward_model import BackboneReward, LinearHead
-
-    H = policy.model.config.hidden_size
-    gen = torch.Generator().manual_seed(0)
-    head = LinearHead(weight=torch.randn(H, generator=gen), bias=torch.tensor(0.0), mean=torch.zeros(H),
-                      std=torch.ones(H), pooling="mean")
-    return BackboneReward(policy.model, head, suffix_ids=[10])
 
 
 def classifier_reward(policy):
@@ -256,7 +249,7 @@ def contrast_reward(policy):
     return ContrastReward(policy, prefix_ids=[4, 4, 2])
 
 
-@pytest.mark.parametrize("make_reward", [backbone_reward, classifier_reward, contrast_reward])
+@pytest.mark.parametrize("make_reward", [tiny_backbone_reward, classifier_reward, contrast_reward])
 @pytest.mark.parametrize("recipe", ["langevin", "reference"])
 def test_sea_batched_with_model_rewards(tiny_policy, make_reward, recipe, one_thread):
     """A head on the policy's backbone (read from the batched forward), a separate reward model and the contrast

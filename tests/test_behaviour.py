@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DEVICE, tiny_lm
+from conftest import DEVICE, tiny_backbone_reward, tiny_lm
 from sea_minimal import SEA, HFClassifierReward, Policy, Reward, SEAConfig, VocabReward, runner
 from sea_minimal import baselines, sampler
 from sea_minimal.baselines import args, best_of_n, cbs, greedy
@@ -113,16 +113,6 @@ def test_resume_reruns_a_changed_seed_reward_or_parameter(tmp_path, change):
 
 
 # ------------------------------------------------------------------------------------------ 4. compute meter
-def backbone_reward(policy):
-    from sea_minimal.reward_model import BackboneReward, LinearHead
-
-    H = policy.model.config.hidden_size
-    gen = torch.Generator().manual_seed(0)
-    head = LinearHead(weight=torch.randn(H, generator=gen), bias=torch.tensor(0.0), mean=torch.zeros(H),
-                      std=torch.ones(H), pooling="mean")
-    return BackboneReward(policy.model, head, suffix_ids=[10])
-
-
 def shared_body_classifier(policy):
     """A sequence-classification reward model that wraps the policy's own transformer body (shared weights)."""
     from transformers import LlamaForSequenceClassification
@@ -134,7 +124,7 @@ def shared_body_classifier(policy):
     return HFClassifierReward(rm.to(DEVICE), suffix_ids=[10])
 
 
-@pytest.mark.parametrize("make_reward", [backbone_reward, shared_body_classifier])
+@pytest.mark.parametrize("make_reward", [tiny_backbone_reward, shared_body_classifier])
 def test_a_reward_sharing_the_policy_backbone_is_counted_once(tiny_policy, make_reward):
     """Catches the meter double-counting a reward whose model IS (or wraps) the policy's model: greedy with T tokens
     runs P + (T-1) policy positions, then the reward's prompt (P) and the response + 1 suffix token (T + 1)."""
