@@ -36,7 +36,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="feature file (safetensors); resumed if it exists")
+    ap.add_argument("--out", default=None, help="feature file (safetensors); resumed if it exists (default: "
+                    "hh_harmless_features.safetensors in the model's reward folder)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N usable pairs (file order)")
     ap.add_argument("--data-dir", default=None, help="folder with hh_rlhf/ (default: $SEA_DATA_DIR)")
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -54,9 +55,11 @@ def main(argv=None) -> int:
     settings = FeatureSettings(model_name=args.model, max_prompt_tokens=args.max_prompt_tokens,
                                max_response_tokens=args.max_response_tokens, append_eot=not args.no_eot,
                                dtype=args.dtype)
+    from sea_minimal.reward_model import reward_folder
+
     pairs = load_hh_pairs(args.data_dir, limit=args.limit)
     policy = load_policy(args.model, device=args.device, dtype=getattr(torch, args.dtype))
-    out = Path(args.out)
+    out = Path(args.out) if args.out else reward_folder(args.model) / DEFAULT_OUT.name
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"{len(pairs)} pairs -> {out} on {args.device} ({settings})", flush=True)
     t0 = time.perf_counter()

@@ -8,6 +8,10 @@
     python scripts/train_reward.py spread              # the reward's std over pi_ref samples on tuning prompts
     python scripts/train_reward.py salad results/maximise_v2_round1.jsonl   # broken texts the optimisers found
 
+Another policy (its answers from scripts/build_reward_data.py --policy NAME, its HH features from
+scripts/reward_features.py --model NAME): `--policy NAME` with the steps features, train and spread; its head goes to
+sea_minimal/assets/harmlessness_v2_<NAME>.safetensors, which make_reward("harmlessness-v2") picks for that policy.
+
 Inputs: results/reward_model/examples.jsonl (scripts/build_reward_data.py), salad.jsonl (optional: broken texts
 the optimisers found, see chapter 3), hh_harmless_features.safetensors (scripts/reward_features.py).
 Outputs: results/reward_model/{example_features, advbench_bon64_features}.safetensors, contrast_scores.json,
@@ -24,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DIR = ROOT / "results" / "reward_model"
+DIR = ROOT / "results" / "reward_model"  # the policy's reward folder (main sets it from --policy)
+POLICY = "smollm2-135m-instruct"
 
 
 def load_all_examples():
@@ -52,8 +57,17 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=16, help="spread: pi_ref samples per prompt")
     ap.add_argument("--length", type=int, default=50, help="spread: response length in tokens (SEA's space)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--policy", default=None, help="the backbone (default: the bundled SmolLM2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DIR, POLICY
+    from sea_minimal.models import DEFAULT_MODEL
+    from sea_minimal.reward_model import reward_folder
+
+    POLICY = args.policy or DEFAULT_MODEL
+    DIR = reward_folder(POLICY)
+    if POLICY != DEFAULT_MODEL and args.step not in ("features", "train", "spread"):
+        ap.error(f"--policy {POLICY}: only the steps features, train and spread (the others read SmolLM2's records)")
     if args.step == "spread":
         return spread(args.prompts, args.samples, args.length)
     if args.step == "salad":
@@ -92,11 +106,15 @@ def spread(prompts: int, samples: int, length: int) -> int:
     from sea_minimal.runner import make_reward
     from sea_minimal.scale import BON64_KL, alpha_for_kl
 
-    policy = load_policy()
+    from sea_minimal.models import DEFAULT_MODEL
+
+    policy = load_policy(POLICY)
     ids = json.loads((DIR / "splits.json").read_text())["do_not_answer"]["tune"]
     rows = {r["id"]: r for r in load_do_not_answer()}
     chosen = sorted(ids, key=lambda i: (i * 2654435761) % 2**32)[:prompts]  # a fixed spread-out subset
-    rewards = {name: make_reward(name, policy) for name in ("harmlessness-v2", "harmlessness", "contrast-refusal")}
+    names = ("harmlessness-v2", "harmlessness", "contrast-refusal") if POLICY == DEFAULT_MODEL else (
+        "harmlessness-v2", "contrast-refusal")  # the HH-only head is SmolLM2's
+    rewards = {name: make_reward(name, policy) for name in names}
     stds = {name: [] for name in rewards}
     for n, pid in enumerate(chosen):
         prompt_ids = policy.encode_prompt(rows[pid]["prompt"])
@@ -161,8 +179,11 @@ def features() -> int:
     from sea_minimal import load_policy
     from sea_minimal.reward_training import extract_example_features
 
+    from sea_minimal.reward_model import FeatureSettings
+
     examples = load_all_examples()
-    extract_example_features(load_policy(), examples, prompt_lookup(), DIR / "example_features.safetensors")
+    extract_example_features(load_policy(POLICY), examples, prompt_lookup(), DIR / "example_features.safetensors",
+                             settings=FeatureSettings(model_name=POLICY))
     return 0
 
 
@@ -225,7 +246,7 @@ def contrast() -> int:
 def train() -> int:
     from sea_minimal.reward_training import fit_and_report
 
-    result = fit_and_report(DIR, write=True)
+    result = fit_and_report(DIR, write=True, policy_name=POLICY)
     print(json.dumps(result["report"], indent=1))
     return 0
 

@@ -52,6 +52,27 @@ HEAD_META_FILE = ASSETS / "harmlessness_head.json"
 #: :meta hide-value:
 V2_HEAD_FILE = ASSETS / "harmlessness_v2_head.safetensors"
 REPORT_DIR = Path(__file__).resolve().parent.parent / "results" / "reward_model"  # in a source checkout
+
+
+def policy_slug(policy_name: str) -> str:
+    """A policy name as a file-name part ("org/model" -> "org--model")."""
+    return str(policy_name).replace("/", "--")
+
+
+def v2_head_file(policy_name: str) -> Path:
+    """Where the harmlessness-v2 head trained on ``policy_name``'s backbone lives: ``V2_HEAD_FILE`` for the bundled
+    SmolLM2, ``assets/harmlessness_v2_<policy>.safetensors`` for another policy (``scripts/train_reward.py --policy``)."""
+    from .models import DEFAULT_MODEL
+
+    return V2_HEAD_FILE if policy_name == DEFAULT_MODEL else ASSETS / f"harmlessness_v2_{policy_slug(policy_name)}.safetensors"
+
+
+def reward_folder(policy_name: str) -> Path:
+    """The reward data, features and reports of ``policy_name``: ``results/reward_model`` for the bundled SmolLM2,
+    ``results/reward_model/<policy>/`` for another policy."""
+    from .models import DEFAULT_MODEL
+
+    return REPORT_DIR if policy_name == DEFAULT_MODEL else REPORT_DIR / policy_slug(policy_name)
 DEFAULT_FEATURES = REPORT_DIR / "hh_harmless_features.safetensors"
 POOLINGS = ("mean", "last", "mean_eot")
 
@@ -525,8 +546,8 @@ class BackboneReward(Reward):
         expected = head.mean.shape[0] // len(head.pooling.split("+"))
         if expected != hidden:
             raise ValueError(f"The head expects {expected}-dimensional states but the model's hidden size "
-                             f"is {hidden}. Fix: use the backbone the head was trained on, or retrain it "
-                             "(notebooks/03_reward_model.ipynb).")
+                             f"is {hidden}. Fix: use the backbone the head was trained on, or train one for this "
+                             "policy (scripts/train_reward.py --policy NAME, README \"A reward for another policy\").")
         self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
 
     def score_hidden(self, hidden: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -411,24 +411,31 @@ def advbench_bon64(records: str | Path) -> list[tuple[int, str, list, list]]:
     return sorted(rows)
 
 
-def fit_and_report(folder: str | Path, write: bool = False, candidates=CANDIDATES, progress: bool = True) -> dict:
+def fit_and_report(folder: str | Path, write: bool = False, candidates=CANDIDATES, progress: bool = True,
+                   policy_name: str | None = None) -> dict:
     """Select the head on the tuning split, judge it, the HH-only head and (if scored) the contrast reward on the
     held-out split, and the AdvBench Best-of-64 AUC (evaluation only). With ``write``: the head goes to
-    ``reward_model.V2_HEAD_FILE`` and selection.json, heldout_measures.json and report.json to ``folder``.
+    ``reward_model.v2_head_file(policy_name)`` and selection.json, heldout_measures.json and report.json to
+    ``folder``. ``policy_name`` (default: the bundled SmolLM2) is the backbone the features came from; the HH-only
+    head and the AdvBench samples are SmolLM2's, so another policy is measured without them.
 
     Returns {"data", "selection", "head", "measures", "advbench", "report"}.
     """
     from safetensors.torch import load_file
 
-    from .reward_model import ASSETS, V2_HEAD_FILE, FeatureSettings, load_features, load_head, save_head
+    from .models import DEFAULT_MODEL
+    from .reward_model import ASSETS, FeatureSettings, load_features, load_head, save_head, v2_head_file
 
-    folder = Path(folder)
+    folder, policy_name = Path(folder), policy_name or DEFAULT_MODEL
+    bundled = policy_name == DEFAULT_MODEL
     hh, _ = load_features(folder / "hh_harmless_features.safetensors")
     data = load_reward_data(load_examples(folder), load_file(str(folder / "example_features.safetensors")), hh)
     selection = select_head(data, candidates, progress)
     head, best = selection["head"], selection["chosen"]
-    old, _ = load_head(ASSETS / "harmlessness_head.safetensors")
-    measures = {"harmlessness-v2": data.measure(head, "heldout"), "harmlessness": data.measure(old, "heldout")}
+    measures = {"harmlessness-v2": data.measure(head, "heldout")}
+    if bundled:
+        old, _ = load_head(ASSETS / "harmlessness_head.safetensors")
+        measures["harmlessness"] = data.measure(old, "heldout")
     cpath = folder / "contrast_scores.json"
     if cpath.exists():  # the contrast reward on the same held-out examples (scripts/train_reward.py contrast)
         c = json.loads(cpath.read_text())
@@ -439,7 +446,7 @@ def fit_and_report(folder: str | Path, write: bool = False, candidates=CANDIDATE
     advbench = {}
     apath = folder / "advbench_bon64_features.safetensors"
     records = folder.parent / "advbench_baselines.jsonl"
-    if apath.exists() and records.exists():  # evaluation only: never used for training or selection
+    if bundled and apath.exists() and records.exists():  # evaluation only: never used for training or selection
         af = load_file(str(apath))
         groups, flags = [], []
         for pid, _, cands, refusals in advbench_bon64(records):
@@ -460,10 +467,10 @@ def fit_and_report(folder: str | Path, write: bool = False, candidates=CANDIDATE
         report["advbench_bon64_refusal_auc"] = advbench["harmlessness-v2"]["auc"]
         report["advbench_bon64_refusal_auc_ci"] = advbench["harmlessness-v2"]["ci"]
     if write:
-        meta = {"settings": dict(FeatureSettings().__dict__), "kind": best["kind"], "l2": best["l2"],
+        meta = {"settings": dict(FeatureSettings(model_name=policy_name).__dict__), "kind": best["kind"], "l2": best["l2"],
                 "pooling": best["pooling"], "hh_weight": best["hh_weight"], "salad_rows": sum(e.kind == "salad" for e in data.examples),
                 "trained_on": "reward_data train split (Do-Not-Answer + GSM8K control) + HH-RLHF harmless-base train"}
-        save_head(head, V2_HEAD_FILE, meta)
+        save_head(head, v2_head_file(policy_name), meta)
         write_json(folder / "selection.json", {"table": selection["table"], "chosen": best})
         write_json(folder / "heldout_measures.json", {**measures, "advbench_bon64": advbench})
         rpath = folder / "report.json"

@@ -264,9 +264,11 @@ def make_reward(name: str, policy):
 
         return load_truth_reward(policy)
     if name in ("harmlessness", "harmlessness-v2"):  # the HH-only head of the first runs; the on-policy head
-        from .reward_model import HEAD_FILE, V2_HEAD_FILE, load_harmlessness_reward
+        from .reward_model import HEAD_FILE, V2_HEAD_FILE, load_harmlessness_reward, v2_head_file
 
-        return load_harmlessness_reward(policy, V2_HEAD_FILE if name == "harmlessness-v2" else HEAD_FILE)
+        own = v2_head_file(getattr(policy, "name", ""))  # a head trained on this policy's backbone, if there is one
+        v2 = own if own.exists() else V2_HEAD_FILE
+        return load_harmlessness_reward(policy, v2 if name == "harmlessness-v2" else HEAD_FILE)
     from .reward_model import load_hf_reward
 
     return load_hf_reward(name, policy)  # vocabulary check; drops GRM's extra padding row explicitly

@@ -367,3 +367,26 @@ def test_select_methods_keeps_the_matching_labels_and_names_them_when_none_match
     assert runner.select_methods(grid, None) is grid
     with pytest.raises(runner.GridError, match=r"No method label matches \['x\*'\]\. Labels: \['greedy', 'bon\[n=16\]'\]"):
         runner.select_methods(grid, ["x*"])
+
+
+def test_harmlessness_v2_is_the_head_trained_on_the_policy_when_there_is_one(monkeypatch, tmp_path):
+    """Another policy (scripts/train_reward.py --policy NAME) gets its own head file, reward folder and, once its head
+    exists, make_reward uses it; until then the bundled head (whose hidden size check then names the fix)."""
+    from types import SimpleNamespace
+
+    from sea_minimal import reward_model
+
+    assert reward_model.v2_head_file("smollm2-135m-instruct") == reward_model.V2_HEAD_FILE
+    assert reward_model.v2_head_file("org/model").name == "harmlessness_v2_org--model.safetensors"
+    assert reward_model.reward_folder("smollm2-135m-instruct") == reward_model.REPORT_DIR
+    assert reward_model.reward_folder("gemma3-270m") == reward_model.REPORT_DIR / "gemma3-270m"
+    monkeypatch.setattr(reward_model, "ASSETS", tmp_path)
+    loaded = []
+    monkeypatch.setattr(reward_model, "load_harmlessness_reward", lambda p, f: loaded.append(f) or "head")
+    policy = SimpleNamespace(name="other")
+    runner.make_reward("harmlessness-v2", policy)
+    (tmp_path / "harmlessness_v2_other.safetensors").write_bytes(b"")
+    runner.make_reward("harmlessness-v2", policy)
+    runner.make_reward("harmlessness", policy)  # the HH-only head has one file for everyone
+    assert loaded == [reward_model.V2_HEAD_FILE, tmp_path / "harmlessness_v2_other.safetensors",
+                      reward_model.HEAD_FILE]
