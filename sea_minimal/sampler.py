@@ -224,7 +224,7 @@ class Ledger:
 
     @property
     def shares(self) -> list[dict]:
-        """Per prompt: forward_tokens, backward_tokens, reward_calls (whole numbers) and wall_time (s)."""
+        """Each prompt's forward_tokens, backward_tokens and reward_calls (whole numbers) and wall_time (s)."""
         return [{k: (round(v) if k in self.COUNTS else v) for k, v in share.items()} for share in self._shares]
 
 
