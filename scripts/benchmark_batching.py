@@ -5,7 +5,8 @@ variants are interleaved (N=1, N=8, N=32, N=1, ...) and medians reported, so slo
 * ``--method sea``: SEA's langevin recipe, ``SEA.run(prompts, batch_size=N)`` (N x C chains in one batch), with the
   book's reward (harmlessness-v2, a head on the policy's backbone). Also printed per N: the time of one iteration
   against a bare forward+backward of the same batch (N x C rows of T soft tokens after the stacked prompts), and the
-  peak memory against N x C x T x V float32 logits (the state Z; its softmax, gradient and noise are as large).
+  peak memory against N x C x T x V float32 logits (the state Z; its softmax, gradient and noise are as large); on the
+  CPU the peak of one batch is read in a fresh process per N (the resident set does not fall when memory is freed).
 
 The prompts have different lengths (8 to 64 tokens), so the batches carry left padding as in real use; every variant
 runs the same prompts for the same number of tokens (no stop token), so the work per prompt is equal.
@@ -22,6 +23,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -87,6 +89,33 @@ def bare_forward_backward(policy, prompts, batch: int, chains: int, tokens: int,
     return statistics.median(times)
 
 
+def fresh_process_peak(args, n: int) -> float:
+    """Peak memory (MiB above the level after loading the models) of ONE batch of n prompts, in a new process: on
+    the CPU the meter reads the resident set, which an earlier, larger run in the same process leaves high."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "peak.json"
+        subprocess.run([sys.executable, __file__, "--method", "sea", "--peak-only", "--prompts", str(n), "--sizes",
+                        str(n), "--tokens", str(args.tokens), "--steps", str(args.steps), "--chains", str(args.chains),
+                        "--reward", args.reward, "--threads", str(args.threads or 1), "--json", str(out)], check=True,
+                       capture_output=True)
+        return json.loads(out.read_text())["peak_memory_mib"]
+
+
+def peak_only(args) -> None:
+    from sea_minimal.runner import make_reward
+
+    policy = load_policy(device=args.device)
+    reward = make_reward(args.reward, policy)
+    config = SEAConfig.paper(length=args.tokens, steps=args.steps, num_chains=args.chains, alpha=0.568, step_size=10.0,
+                             noise_scale=0.0224, init_keep_sample=True, track_soft_reward=False)
+    _, results = run_sea(policy, reward, prompts_of(args.prompts, policy.vocab_size), args.prompts, config, args.device)
+    Path(args.json).write_text(json.dumps({"peak_memory_mib": max(r.compute["peak_memory_mib"] for r in results)}))
+
+
 def main_sea(args) -> None:
     from sea_minimal.runner import make_reward
 
@@ -104,6 +133,8 @@ def main_sea(args) -> None:
             iteration[n].append(per_iteration(results, n))
             memory[n] = max(r.compute["peak_memory_mib"] for r in results)
     bare = {n: bare_forward_backward(policy, prompts, n, args.chains, args.tokens, args.device) for n in args.sizes}
+    if not args.device.startswith("cuda"):  # memory the process has freed is reused, so only a fresh one shows a peak
+        memory = {n: fresh_process_peak(args, n) for n in args.sizes}
     per_minute = {n: 60 * args.prompts / statistics.median(t) for n, t in times.items()}
     logits_mib = {n: n * args.chains * args.tokens * policy.vocab_size * 4 / 2**20 for n in args.sizes}
     base = per_minute[min(args.sizes)]
@@ -136,13 +167,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="SEA iterations (--method sea)")
     parser.add_argument("--chains", type=int, default=4, help="SEA chains C per prompt (--method sea)")
     parser.add_argument("--reward", default="harmlessness-v2", help="SEA's reward (--method sea)")
+    parser.add_argument("--peak-only", action="store_true", help=argparse.SUPPRESS)  # one batch's peak, for the CPU
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.method == "sea":
         if any(args.prompts % n for n in args.sizes):
             parser.error(f"--prompts {args.prompts} must be a multiple of every size in --sizes {args.sizes}")
-        main_sea(args)
+        peak_only(args) if args.peak_only else main_sea(args)
         return
     policy = load_policy(device=args.device)
     prompts = prompts_of(args.prompts, policy.vocab_size)
