@@ -150,7 +150,8 @@ class FeatureSettings:
 
 
 def context_prompt_ids(policy: Policy, context: list[dict] | str, max_prompt_tokens: int = 128) -> torch.Tensor:
-    """Chat messages (or one user string) -> prompt ids through the policy's chat template, assistant turn opened.
+    """Chat messages (or one user string) -> prompt ids through the policy's chat template, assistant turn opened (a
+    model without one: the turns in ``policy.plain_template``'s Q/A format).
 
     Whole earlier turns are dropped from the front until the prompt fits ``max_prompt_tokens``; if the last human
     turn alone is too long, its text is cut to its last tokens. A string goes through ``policy.encode_prompt``, the
@@ -162,8 +163,13 @@ def context_prompt_ids(policy: Policy, context: list[dict] | str, max_prompt_tok
     messages = list(context)
 
     def encode(msgs):
-        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        if getattr(tok, "chat_template", None):
+            text, special = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True), False
+        else:  # a base model: the dialogue in its Q/A format (Policy.plain_template) after its BOS
+            earlier = "".join(policy.plain_template.format(prompt=m["content"]) if m["role"] == "user"
+                              else f" {m['content']}\n" for m in msgs[:-1])
+            text, special = earlier + policy.plain_template.format(prompt=msgs[-1]["content"]), True
+        return tok(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
 
     ids = encode(messages)
     while ids.numel() > max_prompt_tokens and len(messages) > 1:

