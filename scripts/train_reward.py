@@ -95,18 +95,14 @@ def spread(prompts: int, samples: int, length: int) -> int:
     """Median over tuning prompts of the std of each reward over exact pi_ref samples on SEA's response space
     (``length`` tokens, special tokens banned), and the alpha the weight rule gives (sea_minimal.scale)."""
     import numpy as np
-    import torch
 
     from sea_minimal import load_policy
     from sea_minimal.data import load_do_not_answer
     from sea_minimal.judges import bootstrap_ci
-    from sea_minimal.lm import encode_prompt, sample_response_space
-    from sea_minimal.reward_training import write_json
-    from sea_minimal.rewards import one_hot
-    from sea_minimal.runner import make_reward
-    from sea_minimal.scale import BON64_KL, alpha_for_kl
-
     from sea_minimal.models import DEFAULT_MODEL
+    from sea_minimal.reward_training import write_json
+    from sea_minimal.runner import make_reward
+    from sea_minimal.scale import BON64_KL, alpha_for_kl, reward_spread
 
     policy = load_policy(POLICY)
     ids = json.loads((DIR / "splits.json").read_text())["do_not_answer"]["tune"]
@@ -115,17 +111,8 @@ def spread(prompts: int, samples: int, length: int) -> int:
     names = ("harmlessness-v2", "harmlessness", "contrast-refusal") if POLICY == DEFAULT_MODEL else (
         "harmlessness-v2", "contrast-refusal")  # the HH-only head is SmolLM2's
     rewards = {name: make_reward(name, policy) for name in names}
-    stds = {name: [] for name in rewards}
-    for n, pid in enumerate(chosen):
-        prompt_ids = policy.encode_prompt(rows[pid]["prompt"])
-        tokens, _ = sample_response_space(policy.model, encode_prompt(policy.model, prompt_ids), samples, length,
-                                          torch.Generator().manual_seed(pid), banned_ids=policy.special_ids)
-        for name, reward in rewards.items():
-            with torch.no_grad():
-                r = reward.for_prompt(prompt_ids)(one_hot(tokens, policy.vocab_size))
-            stds[name].append(float(r.std()))
-        print(f"{n + 1}/{len(chosen)} prompt {pid}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in stds.items()),
-              flush=True)
+    stds = reward_spread(policy, rewards, [(pid, rows[pid]["prompt"]) for pid in chosen], samples, length,
+                         log=lambda line: print(line, flush=True))
     out = {"prompts": chosen, "samples": samples, "length": length, "kl_budget": BON64_KL,
            "per_prompt_std": stds, "median_std": {k: float(np.median(v)) for k, v in stds.items()},
            "alpha": {k: alpha_for_kl(float(np.median(v))) for k, v in stds.items()}}

@@ -6,7 +6,7 @@ Everything that leaves this module (logits, log-probabilities) is float32, whate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ class PromptCache:
     hidden: torch.Tensor | None = None  # [1, P, H] last hidden states (used by backbone rewards)
     key_mask: torch.Tensor | None = None  # [N, P] long, stacked prompts only (None: one prompt, no padding)
     prompt_lengths: torch.Tensor | None = None  # [N] long, stacked prompts only
+    _repeated: dict = field(default_factory=dict, repr=False, compare=False)  # batch -> per-prompt-repeated layers
 
     @property
     def num_prompts(self) -> int:
@@ -43,15 +44,17 @@ class PromptCache:
         return batch // self.num_prompts
 
     def expanded(self, batch: int):
-        """A fresh ``DynamicCache`` holding the prompt(s) for ``batch`` rows (views for one prompt, no copy)."""
+        """A fresh ``DynamicCache`` holding the prompt(s) for ``batch`` rows (views for one prompt; for stacked prompts
+        each prompt's rows repeated once per batch size and reused: the cache's updates concatenate new tensors and
+        never write into these)."""
         from transformers import DynamicCache
 
         if self.key_mask is None:
-            data = [(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.layers]
-        else:
+            return DynamicCache([(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:])) for k, v in self.layers])
+        if batch not in self._repeated:  # stacked prompts: copied once per batch size, not at every forward
             rows = self._rows_per_prompt(batch)
-            data = [(k.repeat_interleave(rows, 0), v.repeat_interleave(rows, 0)) for k, v in self.layers]
-        return DynamicCache(data)
+            self._repeated[batch] = [(k.repeat_interleave(rows, 0), v.repeat_interleave(rows, 0)) for k, v in self.layers]
+        return DynamicCache(self._repeated[batch])
 
     def first_logits(self, batch: int) -> torch.Tensor:
         """The logits of the first response token for each of ``batch`` rows, [batch, V] float32."""
@@ -271,6 +274,15 @@ def _allowed_scores(logits: torch.Tensor, *masks: torch.Tensor | None) -> torch.
     return scores
 
 
+def _sampling_probs(scores: torch.Tensor, temperature: float, top_k: int = 0) -> torch.Tensor:
+    """softmax(scores / temperature) [C, V], over the ``top_k`` highest scores only when ``top_k`` > 0."""
+    scores = scores / temperature
+    if top_k:
+        kth = scores.topk(min(top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    return torch.softmax(scores, -1)
+
+
 def _token_masks(vocab: int, stop_ids, banned_ids, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Bool masks [V] of the stop tokens and of the banned tokens."""
     stop_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
@@ -320,11 +332,7 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
         if temperature == 0:
             tok = scores.argmax(-1)
         else:
-            scores = scores / temperature
-            if top_k:
-                kth = scores.topk(min(top_k, vocab), dim=-1).values[:, -1:]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
-            tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator).squeeze(-1)
+            tok = torch.multinomial(_sampling_probs(scores, temperature, top_k), 1, generator=generator).squeeze(-1)
         stopped = stopped | stop_mask[tok]
         lengths = lengths + (~stopped).long()
         token_logp = torch.log_softmax(logits.float(), -1).gather(-1, tok[:, None]).squeeze(-1)
@@ -369,12 +377,8 @@ def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, ste
     ended = [0] * prompts  # steps each prompt's own run takes (0: still running)
     tokens = []
     for t in range(steps):
-        scores = _allowed_scores(logits, stop_mask if t == 0 and ban_stop_first and any_stop else None,
-                                 banned if any_banned else None) / temperature
-        if top_k:
-            kth = scores.topk(min(top_k, vocab), dim=-1).values[:, -1:]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        probs = torch.softmax(scores, -1)
+        probs = _sampling_probs(_allowed_scores(logits, stop_mask if t == 0 and ban_stop_first and any_stop else None,
+                                                banned if any_banned else None), temperature, top_k)
         tok = torch.zeros(rows, dtype=torch.long, device=device)
         for i, generator in enumerate(generators):
             if not ended[i]:
@@ -391,8 +395,7 @@ def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, ste
                 ended[i] = t + 1
         if all(ended) or t + 1 == steps:
             break
-        position = prompt.length + t if prompt.key_mask is None else prompt.positions(rows, t, 1)
-        logits = step_logits(model, cache, tok, position, prompt.attention(rows, t + 1))
+        logits = step_logits(model, cache, tok, prompt.positions(rows, t, 1), prompt.attention(rows, t + 1))
     toks = torch.stack(tokens, 1)
     out = []
     for i in range(prompts):
@@ -480,8 +483,7 @@ def topk_decode(model: torch.nn.Module, prompt: PromptCache, z: torch.Tensor, k:
         tok = top.gather(-1, z[:, t].gather(-1, top).argmax(-1, keepdim=True)).squeeze(-1)
         out.append(tok)
         if t + 1 < length:
-            position = prompt.length + t if prompt.key_mask is None else prompt.positions(batch, t, 1)
-            logits = step_logits(model, cache, tok, position, prompt.attention(batch, t + 1))
+            logits = step_logits(model, cache, tok, prompt.positions(batch, t, 1), prompt.attention(batch, t + 1))
     return torch.stack(out, 1)
 
 

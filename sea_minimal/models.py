@@ -259,16 +259,24 @@ class Policy:
             raise ValueError(f"The prompt is empty or not a string ({prompt!r}). Fix: pass a non-empty string.")
         if self.tokenizer is None:
             raise ValueError("This policy has no tokenizer, so prompts must be given as lists of token ids.")
+        messages = [{"role": "user", "content": prompt}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.encode_messages(messages, prefill)
+
+    def encode_messages(self, messages: list[dict], prefill: str = "") -> torch.Tensor:
+        """Chat messages ({"role", "content"}, ending with the user's turn) -> token ids [P], assistant turn opened,
+        through the chat template; for a model without one (a base model), the turns in ``plain_template``'s
+        question-answer format after the tokenizer's own BOS (Gemma's <bos>), system messages left out."""
         if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}]
-            if self.system_prompt is not None:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             special = False  # the template writes the BOS and turn markers itself
-        else:  # a base model: the prompt in ``plain_template`` after the tokenizer's own BOS (Gemma's <bos>)
-            text, special = self.plain_template.format(prompt=prompt), True
-        text += prefill
-        ids = self.tokenizer(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
+        else:
+            turns = [m for m in messages if m["role"] != "system"]
+            text = "".join(self.plain_template.format(prompt=m["content"]) if m["role"] == "user"
+                           else f" {m['content']}\n" for m in turns[:-1])
+            text, special = text + self.plain_template.format(prompt=turns[-1]["content"]), True
+        ids = self.tokenizer(text + prefill, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
         return ids.to(self.device)
 
     def decode(self, ids) -> str:

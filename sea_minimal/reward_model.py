@@ -161,15 +161,7 @@ def context_prompt_ids(policy: Policy, context: list[dict] | str, max_prompt_tok
         return policy.encode_prompt(context)
     tok = policy.tokenizer
     messages = list(context)
-
-    def encode(msgs):
-        if getattr(tok, "chat_template", None):
-            text, special = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True), False
-        else:  # a base model: the dialogue in its Q/A format (Policy.plain_template) after its BOS
-            earlier = "".join(policy.plain_template.format(prompt=m["content"]) if m["role"] == "user"
-                              else f" {m['content']}\n" for m in msgs[:-1])
-            text, special = earlier + policy.plain_template.format(prompt=msgs[-1]["content"]), True
-        return tok(text, add_special_tokens=special, return_tensors="pt")["input_ids"][0]
+    encode = policy.encode_messages
 
     ids = encode(messages)
     while ids.numel() > max_prompt_tokens and len(messages) > 1:
@@ -182,7 +174,7 @@ def context_prompt_ids(policy: Policy, context: list[dict] | str, max_prompt_tok
         content = tok(messages[-1]["content"], add_special_tokens=False)["input_ids"]
         cut = tok.decode(content[overflow + 2:])
         ids = encode(messages[:-1] + [{"role": "user", "content": cut}])[-max_prompt_tokens:]
-    return ids.to(policy.device)
+    return ids
 
 
 def response_token_ids(policy: Policy, text: str, max_tokens: int) -> torch.Tensor:

@@ -110,57 +110,44 @@ class SEAResult:
 
 
 class Draws:
-    """The random draws of a batch of prompts: each prompt's rows (``rows`` consecutive rows per prompt) come from
-    its own generator, in the order its one-prompt run draws them, so a batched run draws exactly what the prompts'
-    separate runs draw. A bare ``torch.Generator`` is one prompt."""
+    """The random draws of a batch of prompts: the rows are split evenly over the prompts, and each prompt's rows come
+    from its own generator, in the order its one-prompt run draws them, so a batched run draws exactly what the
+    prompts' separate runs draw. One generator draws the whole shape, as a bare ``torch.Generator`` would."""
 
-    def __init__(self, generators: list[torch.Generator], rows: int):
-        self.generators, self.rows = list(generators), rows
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = list(generators)
+
+    @classmethod
+    def of(cls, generator: "torch.Generator | Draws") -> "Draws":
+        return generator if isinstance(generator, Draws) else cls([generator])
 
     def _each(self, draw, shape):
-        if shape[0] != self.rows * len(self.generators):
-            raise ValueError(f"{shape[0]} rows drawn for {len(self.generators)} prompts of {self.rows} rows each")
-        return torch.cat([draw((self.rows, *shape[1:]), g) for g in self.generators])
+        shape, n = tuple(shape), len(self.generators)
+        if n == 1:
+            return draw(shape, self.generators[0])
+        if shape[0] % n:
+            raise ValueError(f"{shape[0]} rows cannot be split evenly over {n} prompts")
+        return torch.cat([draw((shape[0] // n, *shape[1:]), g) for g in self.generators])
 
     def randn(self, shape, device=None, dtype=None) -> torch.Tensor:
-        return self._each(lambda sh, g: torch.randn(sh, generator=g, device=device, dtype=dtype), tuple(shape))
+        return self._each(lambda sh, g: torch.randn(sh, generator=g, device=device, dtype=dtype), shape)
 
     def rand(self, shape, device=None) -> torch.Tensor:
-        return self._each(lambda sh, g: torch.rand(sh, generator=g, device=device), tuple(shape))
+        return self._each(lambda sh, g: torch.rand(sh, generator=g, device=device), shape)
 
     def categorical(self, probs: torch.Tensor) -> torch.Tensor:
         """One draw per position from probs [rows, T, V] -> ids [rows, T] (each prompt's block from its generator)."""
-        blocks = probs.split(self.rows)
-        if len(blocks) != len(self.generators):
-            raise ValueError(f"{probs.shape[0]} rows drawn for {len(self.generators)} prompts of {self.rows} rows each")
+        n = len(self.generators)
+        if probs.shape[0] % n:
+            raise ValueError(f"{probs.shape[0]} rows cannot be split evenly over {n} prompts")
         return torch.cat([torch.multinomial(b.reshape(-1, b.shape[-1]), 1, generator=g).view(b.shape[:-1])
-                          for b, g in zip(blocks, self.generators)])
-
-
-def _randn(generator, shape, device, dtype=None) -> torch.Tensor:
-    if isinstance(generator, Draws):
-        return generator.randn(shape, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-
-
-def _rand(generator, shape, device) -> torch.Tensor:
-    if isinstance(generator, Draws):
-        return generator.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=device)
-
-
-def _categorical(generator, probs: torch.Tensor) -> torch.Tensor:
-    """One draw per position from probs [C, T, V] -> ids [C, T]."""
-    if isinstance(generator, Draws):
-        return generator.categorical(probs)
-    C, T, V = probs.shape
-    return torch.multinomial(probs.view(C * T, V), 1, generator=generator).view(C, T)
+                          for b, g in zip(probs.split(probs.shape[0] // n), self.generators)])
 
 
 def langevin_step(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise_scale: float,
                   generator: torch.Generator | Draws) -> torch.Tensor:
     """One unadjusted Langevin step: z - eta grad + sqrt(2 eta) noise_scale xi, xi ~ N(0, I)."""
-    noise = _randn(generator, z.shape, z.device, z.dtype)
+    noise = Draws.of(generator).randn(z.shape, device=z.device, dtype=z.dtype)
     return z - step_size * grad + math.sqrt(2.0 * step_size) * noise_scale * noise
 
 
@@ -173,20 +160,26 @@ def kl_per_position(logp_from: torch.Tensor, z_to: torch.Tensor) -> torch.Tensor
 
 
 class BatchScorer:
-    """The reward of a batch of prompts: rows [N * C, T, V] are scored ``rows`` (C) at a time, each block by its own
-    prompt's scorer (a reward's prompt cache is per prompt), the scores concatenated in batch order [N * C]."""
+    """The reward of a batch of prompts: rows [N * C, T, V] are split evenly over the prompts and each block is
+    scored by its own prompt's scorer (a reward's prompt cache is per prompt), the scores concatenated in batch
+    order [N * C]."""
 
-    def __init__(self, scorers: list, rows: int):
-        self.scorers, self.rows = list(scorers), rows
+    def __init__(self, scorers: list):
+        self.scorers = list(scorers)
         self.mask = getattr(self.scorers[0], "mask", None)
         if all(getattr(s, "parts", None) is not None for s in self.scorers):  # the contrast reward's two terms
             self.parts = self._parts
 
+    @classmethod
+    def of(cls, scorers: list):
+        """One prompt's scorer as it is (or None without a reward); several as one BatchScorer."""
+        return scorers[0] if len(scorers) == 1 or scorers[0] is None else cls(scorers)
+
     def _blocks(self, tokens: torch.Tensor):
-        blocks = tokens.split(self.rows)
-        if len(blocks) != len(self.scorers):
-            raise ValueError(f"{tokens.shape[0]} rows for {len(self.scorers)} prompts of {self.rows} rows each")
-        return zip(self.scorers, blocks)
+        n = len(self.scorers)
+        if tokens.shape[0] % n:
+            raise ValueError(f"{tokens.shape[0]} rows cannot be split evenly over {n} prompts")
+        return zip(self.scorers, tokens.split(tokens.shape[0] // n))
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.cat([score(block) for score, block in self._blocks(tokens)])
@@ -450,14 +443,11 @@ class SEA:
         return results
 
     def _batch_parts(self, runs, active):
-        """The batched cache, reward and random draws of the ``active`` prompts (each prompt's own for one)."""
-        if len(active) == 1:
-            run = runs[active[0]]
-            return run.cache, run.scorer, run.generator
-        scorers = [runs[i].scorer for i in active]
-        scorer = None if scorers[0] is None else BatchScorer(scorers, self.config.num_chains)
-        return (stack_prompts([runs[i].cache for i in active]), scorer,
-                Draws([runs[i].generator for i in active], self.config.num_chains))
+        """The batched cache, reward and random draws of the ``active`` prompts (a lone prompt's own cache and
+        scorer as they are)."""
+        live = [runs[i] for i in active]
+        return (stack_prompts([r.cache for r in live]), BatchScorer.of([r.scorer for r in live]),
+                Draws([r.generator for r in live]))
 
     def _finish(self, run: "_PromptRun", start: float) -> SEAResult:
         """One prompt's result from its chains: the candidates (and rewrites), the selected text, the record."""
@@ -566,20 +556,20 @@ class SEA:
         k = self.config.dlp_block
         if not k or k >= T:
             return None
-        order = _rand(generator, (C, T), device).argsort(-1)
+        order = Draws.of(generator).rand((C, T), device=device).argsort(-1)
         return torch.ones((C, T), dtype=torch.bool, device=device).scatter(-1, order[:, :k], False)
 
     def _dlp_iteration(self, it, z, cache, scorer, generator, state):
-        cfg = self.config
+        cfg, draws = self.config, Draws.of(generator)
         if "current" not in state:  # the chain starts at argmax(Z_0): the pi_ref samples with init_keep_sample
             state["current"] = self._dlp_evaluate(cache, scorer, (z.detach() + self.mask).argmax(-1))
             state["z0"] = z.detach()
         cur = state["current"]
-        frozen = self._dlp_block(cur["ids"].shape, generator, cur["ids"].device)
+        frozen = self._dlp_block(cur["ids"].shape, draws, cur["ids"].device)
         log_q = self._dlp_proposal(cur["grad"], cur["ids"], frozen)
         C = log_q.shape[0]
         if cfg.use_noise:
-            proposal = _categorical(generator, log_q.exp())
+            proposal = draws.categorical(log_q.exp())
         else:
             proposal = log_q.argmax(-1)
         new = self._dlp_evaluate(cache, scorer, proposal)
@@ -591,7 +581,7 @@ class SEA:
             forward = log_q.gather(-1, proposal[..., None]).squeeze(-1).sum(-1)
             backward = log_q_back.gather(-1, cur["ids"][..., None]).squeeze(-1).sum(-1)
             log_ratio = cur["energy"] - new["energy"] + backward - forward
-            u = _rand(generator, (C,), log_ratio.device)
+            u = draws.rand((C,), device=log_ratio.device)
             accept = torch.log(u) < log_ratio
         else:
             accept = torch.ones(C, dtype=torch.bool, device=proposal.device)
@@ -628,7 +618,7 @@ class SEA:
     def _reference_iteration(self, it, z, cache, scorer, generator, state):
         cfg, V = self.config, self.policy.vocab_size
         std = cfg.noise_std(it)
-        noise = std * _randn(generator, z.shape, z.device)
+        noise = std * Draws.of(generator).randn(z.shape, device=z.device)
         z_noisy = z + self.mask + noise
         with torch.no_grad():  # p_ref is only a target: no graph through the reference model
             inputs = (z_noisy + state.get("topk_mask", 0.0)).argmax(-1)

@@ -18,6 +18,7 @@ token, so the rule gives it the same weight, w = alpha.
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 #: Best-of-n's KL bound log n - (n - 1) / n at n = 64, in nats.
 BON64_KL = math.log(64) - 63 / 64
@@ -44,3 +45,26 @@ def alpha_for_kl(reward_std: float, kl: float = BON64_KL) -> float:
 def args_weight(reward_std: float, kl: float = BON64_KL) -> float:
     """The ARGS weight w of the same rule (w = alpha, see the module docstring)."""
     return alpha_for_kl(reward_std, kl)
+
+
+def reward_spread(policy, rewards: dict, prompts: Sequence[tuple[int, str]], samples: int = 16, length: int = 50,
+                  log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Each reward's standard deviation over ``samples`` exact pi_ref samples of ``length`` tokens on SEA's response
+    space (special tokens banned), per prompt of ``prompts`` ((id, text) pairs): {reward name: [std per prompt]}.
+    A prompt's samples are drawn once, with a generator seeded by its id, and scored by every reward."""
+    import torch
+
+    from .lm import encode_prompt, sample_response_space
+    from .rewards import one_hot
+
+    stds = {name: [] for name in rewards}
+    for n, (pid, text) in enumerate(prompts):
+        prompt_ids = policy.encode_prompt(text)
+        tokens, _ = sample_response_space(policy.model, encode_prompt(policy.model, prompt_ids), samples, length,
+                                          torch.Generator().manual_seed(int(pid)), banned_ids=policy.special_ids)
+        for name, reward in rewards.items():
+            with torch.no_grad():
+                stds[name].append(float(reward.for_prompt(prompt_ids)(one_hot(tokens, policy.vocab_size)).std()))
+        if log:
+            log(f"{n + 1}/{len(prompts)} prompt {pid}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in stds.items()))
+    return stds

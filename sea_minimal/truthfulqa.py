@@ -212,24 +212,13 @@ def load_truth_reward(policy, path=TRUTH_HEAD_FILE):
     return load_harmlessness_reward(policy, path)
 
 
-def reward_spread(policy, reward, rows: Sequence[dict], samples: int = 16, length: int = 50, seed: int = 0) -> dict:
-    """The reward's standard deviation over ``samples`` exact pi_ref samples of ``length`` tokens on SEA's response
-    space, per question of ``rows``, its median, and the alpha the weight rule gives for it
+def reward_spread(policy, reward, rows: Sequence[dict], samples: int = 16, length: int = 50) -> dict:
+    """The reward's standard deviation over ``samples`` exact pi_ref samples of ``length`` tokens per question of
+    ``rows`` (:func:`sea_minimal.scale.reward_spread`), its median, and the alpha the weight rule gives for it
     (:func:`sea_minimal.scale.alpha_for_kl`, Best-of-64's KL budget)."""
-    import torch
+    from .scale import BON64_KL, alpha_for_kl, reward_spread as spread
 
-    from .lm import encode_prompt, sample_response_space
-    from .rewards import one_hot
-    from .scale import BON64_KL, alpha_for_kl
-
-    stds = []
-    for r in rows:
-        prompt_ids = policy.encode_prompt(r["question"])
-        tokens, _ = sample_response_space(policy.model, encode_prompt(policy.model, prompt_ids), samples, length,
-                                          torch.Generator().manual_seed(seed + int(r["id"])),
-                                          banned_ids=policy.special_ids)
-        with torch.no_grad():
-            stds.append(float(reward.for_prompt(prompt_ids)(one_hot(tokens, policy.vocab_size)).std()))
+    stds = spread(policy, {"reward": reward}, [(r["id"], r["question"]) for r in rows], samples, length)["reward"]
     median = float(np.median(stds))
     return {"questions": [int(r["id"]) for r in rows], "samples": samples, "length": length, "per_question": stds,
             "median_std": median, "kl_budget": BON64_KL, "alpha": alpha_for_kl(median)}

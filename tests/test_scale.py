@@ -31,3 +31,18 @@ def test_best_of_n_bound_and_bad_inputs():
         alpha_for_kl(0.0)
     with pytest.raises(ValueError, match="kl"):
         alpha_for_kl(1.0, kl=0)
+
+
+def test_reward_spread_scores_each_prompts_samples_with_every_reward(tiny_policy):
+    """One set of pi_ref samples per prompt (seeded by its id), scored by each reward: a reward and its double have
+    stds in ratio 2, a constant reward has std 0, and a rerun gives the same numbers."""
+    from sea_minimal import VocabReward
+    from sea_minimal.scale import reward_spread
+
+    w = torch.linspace(-1.0, 1.0, tiny_policy.vocab_size)
+    rewards = {"r": VocabReward(w), "2r": VocabReward(2 * w), "flat": VocabReward(torch.ones_like(w))}
+    prompts = [(3, [1, 2, 3]), (7, [4, 5])]
+    stds = reward_spread(tiny_policy, rewards, prompts, samples=8, length=4)
+    assert all(len(v) == 2 for v in stds.values()) and all(s > 0 for s in stds["r"])
+    assert stds["2r"] == pytest.approx([2 * s for s in stds["r"]]) and stds["flat"] == pytest.approx([0.0, 0.0])
+    assert reward_spread(tiny_policy, {"r": rewards["r"]}, prompts, samples=8, length=4)["r"] == stds["r"]
