@@ -54,20 +54,20 @@ def _chat_ids(policy: Policy, turns: Sequence[tuple[str, str]], user: str) -> li
     for request, reply in turns:
         messages += [{"role": "user", "content": request}, {"role": "assistant", "content": reply}]
     messages.append({"role": "user", "content": user})
-    text = policy.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return policy.encode_messages(messages).tolist()  # a base model: the turns in its Q/A format
 
 
 def context_insertion(policy: Policy, turns: Sequence[tuple[str, str]]) -> tuple[list[int], int]:
-    """Token ids of the steering turns and where they go in a chat prompt: (insert_ids, insert_at).
+    """Token ids of the steering turns and where they go in a prompt: (insert_ids, insert_at).
 
-    Found by templating one placeholder request with and without the turns: the two token sequences must agree
-    on a common prefix (the system block) and a common suffix (the user turn), the turns' ids standing between.
+    Found by encoding one placeholder request with and without the turns (``Policy.encode_messages``: the chat
+    template, or a base model's Q/A format): the two token sequences must agree on a common prefix (the system
+    block, or the BOS and the first "Q:") and a common suffix (the user turn), the turns' ids standing between.
     A prompt ``ids`` then becomes ``ids[:insert_at] + insert_ids + ids[insert_at:]``.
     """
-    if policy.tokenizer is None or not getattr(policy.tokenizer, "chat_template", None):
-        raise ContextError("A chat context needs a policy with a chat template. Fix: pass prefix_ids=[...] "
-                           "(token ids put in front of the prompt) for a tokenizer-free or base model.")
+    if policy.tokenizer is None:
+        raise ContextError("A context of chat turns needs a policy with a tokenizer. Fix: pass prefix_ids=[...] "
+                           "(token ids put in front of the prompt) for a tokenizer-free model.")
     if not turns:
         raise ContextError("The steering context is empty. Fix: pass at least one (request, reply) turn.")
     marker = "PLACEHOLDER REQUEST"
@@ -78,7 +78,7 @@ def context_insertion(policy: Policy, turns: Sequence[tuple[str, str]]) -> tuple
     suffix = len(plain) - prefix
     insert = steered[prefix: len(steered) - suffix]
     if steered[len(steered) - suffix:] != plain[prefix:] or not insert:
-        raise ContextError("The chat template does not insert earlier turns as a contiguous block before the "
+        raise ContextError("The prompt format does not insert earlier turns as a contiguous block before the "
                            "request. Fix: pass prefix_ids=[...] built by hand.")
     return insert, prefix
 
@@ -113,7 +113,7 @@ class ContrastReward(Reward):
         ids = prompt_ids.tolist()
         if len(ids) < self.insert_at:
             raise ContextError(f"The prompt has {len(ids)} tokens, fewer than the {self.insert_at} the context "
-                               "goes after. Fix: encode prompts with the policy's chat template.")
+                               "goes after. Fix: encode prompts with Policy.encode_prompt.")
         out = ids[: self.insert_at] + self.insert_ids + ids[self.insert_at:]
         return torch.tensor(out, dtype=torch.long, device=prompt_ids.device)
 

@@ -111,7 +111,7 @@ def test_pi_star_method_and_context_errors(policy, reward):
 
         pi_star(policy, VocabReward(torch.zeros(11)), PROMPT, seed=0)
     with pytest.raises(ContextError, match="prefix_ids"):
-        ContrastReward(policy)  # no chat template: a tokenizer-free model needs prefix_ids
+        ContrastReward(policy)  # no tokenizer: a tokenizer-free model needs prefix_ids
     with pytest.raises(ContextError, match="empty"):
         ContrastReward(policy, prefix_ids=[])
 

@@ -143,3 +143,15 @@ def test_a_dialogue_reaches_a_base_model_in_its_qa_format(gemma_policy):
     ids = context_prompt_ids(gemma_policy, turns)
     assert ids.tolist() == gemma_policy.tokenizer("Q: Hi\nA: Hello.\nQ: Name a colour.\nA:")["input_ids"]
     assert ids[0].item() == gemma_policy.tokenizer.bos_token_id
+
+
+@pytest.mark.slow
+def test_the_contrast_rewards_refusal_turns_reach_a_base_model_in_its_qa_format(gemma_policy):
+    """The contrast reward's steering turns for a model without a chat template (a seventh SmolLM2 assumption):
+    x+ is the turns in Q/A form, then the request, after the BOS, exactly as the policy encodes that dialogue."""
+    from sea_minimal.contrast import REFUSAL_TURNS, ContrastReward
+
+    reward = ContrastReward(gemma_policy)
+    prompt = gemma_policy.encode_prompt("Name a colour.")
+    dialogue = "".join(f"Q: {q}\nA: {a}\n" for q, a in REFUSAL_TURNS) + "Q: Name a colour.\nA:"
+    assert reward.steered_ids(prompt).tolist() == gemma_policy.tokenizer(dialogue)["input_ids"]
