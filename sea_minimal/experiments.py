@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import yaml
@@ -94,10 +95,17 @@ def _rescale_params(params: dict, scale: str, keep_steps: bool = False) -> dict:
 
 def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None, reward: str | None = None,
                 data_dir: str | None = None, results_dir: str | Path | None = None, device: str | None = None,
-                threads: int | None = None, system_prompt: str | None = None) -> dict:
-    """The experiment's grid dict at ``scale`` with optional policy / reward / data / results / device overrides."""
+                threads: int | None = None, system_prompt: str | None = None, prompts: int | None = None) -> dict:
+    """The experiment's grid dict at ``scale`` with optional policy / reward / data / results / device overrides.
+
+    ``prompts``: keep only the first ``prompts`` of the grid's prompts at that scale (a smaller run of the same grid,
+    e.g. a slower policy on a CPU). A grid whose reward-unit weights (alpha, the ARGS w, the released recipe's
+    reward weight) were set for a measured spread (its ``reward_spread:``, the std of its reward over pi_ref samples)
+    moves them to another policy's or reward's recorded spread (:func:`transfer_to_spread`)."""
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}: choose one of {SCALES}")
+    if prompts is not None and (isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1):
+        raise ValueError(f"prompts={prompts!r}: pass a positive number of prompts, or None for the grid's own")
     spec = copy.deepcopy(grid_spec(experiment))
     if scale == "smoke":
         dataset = spec["dataset"]
@@ -119,10 +127,21 @@ def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None,
                                                  if "name" not in v else v, scale, keep) for v in entry["variants"]]
     if scale != "book" and spec.get("defaults"):
         spec["defaults"] = _rescale_params(spec["defaults"], scale, keep)
+    if prompts is not None:
+        dataset = spec["dataset"]
+        if "ids" in dataset:
+            spec["dataset"] = {**dataset, "ids": list(dataset["ids"])[:prompts]}
+        elif "first" in dataset:
+            spec["dataset"] = {**dataset, "first": min(int(dataset["first"]), prompts)}
+        else:
+            spec["dataset"] = {**dataset, "first": prompts}
+    set_for = (spec.get("policy", "smollm2-135m-instruct"), spec.get("reward", "demo"))
     for key, value in (("policy", policy), ("reward", reward), ("data_dir", data_dir), ("device", device),
                        ("threads", threads), ("system_prompt", system_prompt)):
         if value is not None:
             spec[key] = value
+    if (spec.get("policy", set_for[0]), spec.get("reward", set_for[1])) != set_for:
+        transfer_to_spread(spec, set_for)
     name = Path(spec.get("results") or f"results/{spec['name']}.jsonl").name
     if results_dir is None:
         smoke_dir = os.environ.get("SEA_SMOKE_RESULTS") or Path(tempfile.gettempdir()) / "sea_minimal_smoke"
@@ -131,6 +150,33 @@ def scaled_spec(experiment: str, scale: str = "book", policy: str | None = None,
     spec["results"] = str(Path(results_dir) / name)
     spec["name"] = f"{spec['name']}-{scale}" if scale != "book" else spec["name"]
     return spec
+
+
+def transfer_to_spread(spec: dict, set_for: tuple[str, str]) -> None:
+    """Move a grid's reward-unit weights, set for the spread ``spec["reward_spread"]`` of the reward ``set_for[1]``
+    on the policy ``set_for[0]``, to the spread recorded for the grid's (new) policy and reward: each weight times
+    old spread / new spread, so that weight x reward keeps its size (the weight rule of ``sea_minimal.scale``).
+    Without a ``reward_spread:`` nothing changes; without a recorded spread for the new pair the weights stay as
+    written and a warning says how to measure it. Changes ``spec`` in place."""
+    from .scale import recorded_spread, transfer_weights
+
+    if not spec.get("reward_spread"):
+        return
+    policy, reward = spec.get("policy", set_for[0]), spec.get("reward", set_for[1])
+    sigma = recorded_spread(policy, reward)
+    if sigma is None:
+        warnings.warn(f"grid {spec.get('name')!r}: its weights (alpha, w, reward_weight) were set for {set_for[1]} on "
+                      f"{set_for[0]} (spread {float(spec['reward_spread']):.3g}); no spread of {reward} on {policy} is "
+                      "recorded, so they are used unchanged. Fix: python scripts/train_reward.py spread --policy "
+                      f"{policy} (or give the weights in your own grid).", stacklevel=3)
+        return
+    factor = float(spec["reward_spread"]) / sigma
+    for entry in spec["methods"]:
+        if entry.get("params"):
+            entry["params"] = transfer_weights(entry["params"], factor)
+        if entry.get("variants"):
+            entry["variants"] = [transfer_weights(v, factor) for v in entry["variants"]]
+    spec["reward_spread"] = sigma
 
 
 def experiment_grid(experiment: str, scale: str = "book", **overrides) -> Grid:

@@ -68,3 +68,30 @@ def reward_spread(policy, rewards: dict, prompts: Sequence[tuple[int, str]], sam
         if log:
             log(f"{n + 1}/{len(prompts)} prompt {pid}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in stds.items()))
     return stds
+
+
+#: Method params in reward units: an energy's alpha, the ARGS weight, the released recipe's reward weight. Each
+#: multiplies a reward, so moving a grid to a reward with another spread divides them by the spreads' ratio.
+REWARD_SCALED_PARAMS = ("alpha", "w", "reward_weight")
+
+
+def recorded_spread(policy_name: str, reward_name: str) -> float | None:
+    """The median std of ``reward_name`` over ``policy_name``'s own pi_ref samples, as ``scripts/train_reward.py
+    spread --policy`` recorded it (``<reward folder>/spread.json``), or None if it was never measured."""
+    import json
+
+    from .reward_model import reward_folder
+
+    path = reward_folder(policy_name) / "spread.json"
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("median_std", {}).get(reward_name)
+    return None if value is None else float(value)
+
+
+def transfer_weights(params: dict, factor: float) -> dict:
+    """``params`` with every reward-unit weight (``REWARD_SCALED_PARAMS``) multiplied by ``factor`` and rounded to
+    3 significant digits (as the grids write them); other params unchanged."""
+    return {k: float(f"{v * factor:.3g}") if k in REWARD_SCALED_PARAMS and isinstance(v, (int, float)) else v
+            for k, v in params.items()}
+

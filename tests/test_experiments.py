@@ -46,6 +46,51 @@ def test_policy_override_changes_every_key(tmp_path):
     assert not {m.config_hash for m in a.methods} & {m.config_hash for m in b.methods}
 
 
+def test_prompts_override_keeps_the_first_prompts_of_a_grid(tmp_path):
+    listed = experiments.experiment_grid("sea_v2", "book", results_dir=tmp_path, prompts=10)
+    assert listed.dataset["ids"] == experiments.grid_spec("sea_v2")["dataset"]["ids"][:10]
+    assert experiments.experiment_grid("truthfulqa_head", "book", prompts=7).dataset["first"] == 7
+    assert experiments.experiment_grid("truthfulqa_head", "smoke", prompts=7).dataset["first"] == 2  # smoke: 2
+    same = experiments.experiment_grid("sea_v2", "book", results_dir=tmp_path)
+    assert [m.config_hash for m in listed.methods] == [m.config_hash for m in same.methods]  # the same records
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="positive number of prompts"):
+            experiments.experiment_grid("sea_v2", "book", prompts=bad)
+
+
+def test_another_policys_recorded_spread_moves_the_reward_weights(monkeypatch):
+    """alpha, the ARGS w and the released recipe's reward_weight were set for harmlessness-v2's spread on SmolLM2
+    (the grids' reward_spread, 4.44): a policy whose recorded spread is half as large doubles them."""
+    from sea_minimal import scale
+
+    def weights(grid):
+        return {m.label: {k: m.params[k] for k in scale.REWARD_SCALED_PARAMS if k in m.params} for m in grid.methods}
+
+    own_sea, own_base = (experiments.experiment_grid(n, "book") for n in ("sea_v2", "baselines_v2"))
+    monkeypatch.setattr(scale, "recorded_spread", lambda policy, reward: 2.22 if policy == "other-policy" else None)
+    sea = experiments.experiment_grid("sea_v2", "book", policy="other-policy")
+    base = experiments.experiment_grid("baselines_v2", "book", policy="other-policy")
+    assert weights(sea)["sea-langevin[its=30]"] == {"alpha": 1.14} and weights(sea)["sea-reference[its=10]"] == {
+        "reward_weight": 2.0} and weights(base)["args"] == {"w": 1.14}
+    assert weights(own_sea)["sea-langevin[its=30]"] == {"alpha": 0.568} and weights(own_base)["args"] == {"w": 0.568}
+    assert {m.label: m.params["steps"] for m in sea.methods} == {m.label: m.params["steps"] for m in own_sea.methods}
+    with pytest.warns(UserWarning, match="no spread of harmlessness-v2 on unmeasured is recorded.*Fix: python "
+                                         "scripts/train_reward.py spread --policy unmeasured"):
+        kept = experiments.experiment_grid("sea_v2", "book", policy="unmeasured")
+    assert weights(kept) == weights(own_sea)
+    old = experiments.experiment_grid("sea", "book", policy="other-policy")  # round 1 has no reward_spread: as written
+    assert weights(old) == weights(experiments.experiment_grid("sea", "book"))
+
+
+def test_the_bundled_policys_recorded_spreads_set_another_rewards_weights():
+    """SmolLM2's recorded spreads (results/reward_model/spread.json): the first harmlessness head's std is 0.364, so
+    round 2's ARGS weight for it is 0.568 x 4.44 / 0.364, the weight rule's alpha for that head (6.92)."""
+    spreads = json.loads((experiments.REPO / "results" / "reward_model" / "spread.json").read_text())
+    base = experiments.experiment_grid("baselines_v2", "book", reward="harmlessness")
+    w = next(m.params["w"] for m in base.methods if m.method == "args")
+    assert w == pytest.approx(spreads["alpha"]["harmlessness"], rel=0.01)
+
+
 def test_coverage_and_load_experiment_keep_only_this_grid(tmp_path):
     spec = {"name": "t", "policy": "tiny-random", "reward": "linear", "length": 3, "seeds": [0],
             "dataset": {"name": "inline", "prompts": ["a b", "c d", "e f"]}, "results": str(tmp_path / "r.jsonl"),
