@@ -507,8 +507,8 @@ def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
 def frontier(points: pd.DataFrame) -> pd.DataFrame:
     """Reward and refusals against compute. ``points`` has one row per (label, prompt): ``label``, ``reward``,
     ``outcome``, ``compute_tokens`` (and optionally ``family``, e.g. "best-of-n", and ``budget``, e.g. N or the
-    iteration count). One row per label: n prompts, mean compute tokens, mean reward with 95% CI, refused / broken
-    rates with CIs, and the family and budget."""
+    iteration count). One row per label: n prompts, mean compute tokens, mean reward with 95% CI, the refused /
+    complied / broken rates with CIs, and the family and budget."""
     rows = []
     for label in ordered_labels(points):
         g = points[points["label"] == label]
@@ -516,10 +516,23 @@ def frontier(points: pd.DataFrame) -> pd.DataFrame:
                "budget": g["budget"].iloc[0] if "budget" in g else np.nan, "n": len(g),
                "compute_tokens": float(g["compute_tokens"].mean())}
         row["reward"], row["reward_lo"], row["reward_hi"] = bootstrap_ci(g["reward"].astype(float))
-        for name in ("refused", "broken"):
+        for name in OUTCOMES:
             row[name], row[name + "_lo"], row[name + "_hi"] = _rate_ci(g["outcome"] == name)
         rows.append(row)
     return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()
+
+
+def frontier_table(front: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`frontier` as the book prints it: per label n, forward+backward tokens per prompt, mean reward and
+    the three outcome rates (refused / complied / broken, %), each with its 95% interval."""
+    rows = front.itertuples()
+    out = pd.DataFrame({"n": front["n"], "fwd+bwd tokens": front["compute_tokens"].map("{:,.0f}".format),
+                        "reward [95% CI]": [fmt_ci(r.reward, r.reward_lo, r.reward_hi, 2) for r in rows]},
+                       index=front.index)
+    for name in OUTCOMES:
+        out[f"{name} % [95% CI]"] = [fmt_ci(e, lo, hi) for e, lo, hi in
+                                     zip(front[name], front[name + "_lo"], front[name + "_hi"])]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- convergence

@@ -229,6 +229,13 @@ def test_best_of_first_and_frontier():
     assert list(front.index) == ["bon[n=1]", "bon[n=2]", "bon[n=4]"]
     assert front.loc["bon[n=4]", "refused"] == 100 and front.loc["bon[n=1]", "refused"] == 0
     assert front.loc["bon[n=2]", "budget"] == 2 and front.loc["bon[n=2]", "family"] == "best-of-n"
+    assert (front[["refused", "complied", "broken"]].sum(axis=1) == 100).all()
+    shown = analysis.frontier_table(front)  # the book's print: every outcome with its interval
+    assert list(shown.columns) == ["n", "fwd+bwd tokens", "reward [95% CI]", "refused % [95% CI]",
+                                   "complied % [95% CI]", "broken % [95% CI]"]
+    assert shown.loc["bon[n=4]", "refused % [95% CI]"] == "100.0 [100.0, 100.0]"
+    assert shown.loc["bon[n=1]", "complied % [95% CI]"] == "100.0 [100.0, 100.0]"
+    assert shown.loc["bon[n=4]", "fwd+bwd tokens"] == "400" and shown.loc["bon[n=1]", "n"] == 3
 
 
 def test_outcome_agreement_counts_each_judge_against_the_outcome():
