@@ -103,6 +103,30 @@ def test_sample_many_draws_what_each_prompt_draws_alone(tiny_policy):
         sample_many(model, caches, 2, 3, together[:1])
 
 
+def test_sample_many_keeps_each_prompts_own_cache(tiny_policy):
+    """keep_cache: a row continued from the batch (its left padding dropped) is the row continued from its own decode,
+    and a second chunk from the continued caches draws the same again; temperature 0 decodes greedily."""
+    model = tiny_policy.model
+    caches = [encode_prompt(model, torch.tensor(p)) for p in PROMPTS]
+    together = [torch.Generator().manual_seed(i) for i in range(4)]
+    alone = [torch.Generator().manual_seed(i) for i in range(4)]
+    first = sample_many(model, caches, 2, 3, together, keep_cache=True)
+    for i, (s, steps) in enumerate(first):
+        own = decode(model, caches[i], 2, 3, alone[i], keep_cache=True)
+        assert torch.equal(s.tokens, own.tokens) and steps == 3
+        for row in range(2):
+            a, b = s.continue_from(row), own.continue_from(row)
+            assert a.length == b.length and a.layers[0][0].shape == b.layers[0][0].shape
+            torch.testing.assert_close(a.next_logits, b.next_logits, atol=1e-5, rtol=1e-5)
+    second = sample_many(model, [s.continue_from(1) for s, _ in first], 2, 3, together)
+    for i, (s, _) in enumerate(second):
+        own = decode(model, decode(model, caches[i], 2, 3, torch.Generator().manual_seed(i), keep_cache=True)
+                     .continue_from(1), 2, 3, alone[i])
+        assert torch.equal(s.tokens, own.tokens)
+    greedy_rows = sample_many(model, caches, 1, 5, [None] * 4, temperature=0.0)
+    assert [s.ids(0) for s, _ in greedy_rows] == one_at_a_time(model, PROMPTS, 5)
+
+
 @pytest.mark.parametrize("fixed_length", [False, True])
 def test_best_of_n_many_results_equal_best_of_n(tiny_policy, tiny_reward, fixed_length, one_thread):
     tiny_policy.__dict__["special_ids"] = [3, 5]  # stop tokens: samples end at different steps
