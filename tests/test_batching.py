@@ -1,6 +1,6 @@
 """Prompts run together (left padding, attention masks, per-row position ids) give what one prompt at a time gives:
-lm.greedy_batch, lm.sample_many, baselines.greedy_many / best_of_n_many / args_many / cbs_many, SEA.run(batch_size=N) for every recipe and
-the runner's ``batch_prompts``."""
+lm.greedy_batch, lm.sample_many, baselines.greedy_many / best_of_n_many / args_many / cbs_many, SEA.run(batch_size=N)
+for every recipe and the runner's ``batch_prompts``."""
 
 import json
 import subprocess
