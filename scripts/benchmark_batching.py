@@ -7,6 +7,9 @@ variants are interleaved (N=1, N=8, N=32, N=1, ...) and medians reported, so slo
   against a bare forward+backward of the same batch (N x C rows of T soft tokens after the stacked prompts), and the
   peak memory against N x C x T x V float32 logits (the state Z; its softmax, gradient and noise are as large); on the
   CPU the peak of one batch is read in a fresh process per N (the resident set does not fall when memory is freed).
+* ``--method args`` / ``--method cbs``: the baselines' many-prompt forms (``baselines.args_many`` / ``cbs_many``, one
+  prompt at a time through ``args`` / ``cbs``) with the same reward; ``--top-k`` candidates per ARGS step, CBS with
+  ``--beams`` beams of ``--successors`` successors and ``--chunk`` tokens per chunk.
 
 The prompts have different lengths (8 to 64 tokens), so the batches carry left padding as in real use; every variant
 runs the same prompts for the same number of tokens (no stop token), so the work per prompt is equal.
@@ -15,6 +18,8 @@ Usage:
     python scripts/benchmark_batching.py                      # greedy, bundled SmolLM2, CPU, float32
     python scripts/benchmark_batching.py --method sea --prompts 8 --sizes 1 4 8 --tokens 16 --steps 5
     python scripts/benchmark_batching.py --method sea --device cuda --prompts 64 --sizes 1 8 32 --tokens 50
+    python scripts/benchmark_batching.py --method args --prompts 8 --sizes 1 8 --tokens 16 --top-k 10
+    python scripts/benchmark_batching.py --method cbs --prompts 8 --sizes 1 8 --tokens 16 --beams 2 --chunk 8
 """
 
 from __future__ import annotations
@@ -63,6 +68,50 @@ def run_sea(policy, reward, prompts, batch: int, config: SEAConfig, device: str)
     results = SEA(policy, reward, config).run([p.tolist() for p in prompts], progress=False, batch_size=batch)
     sync(device)
     return time.perf_counter() - start, results
+
+
+def run_baseline(policy, reward, prompts, batch: int, method: str, params: dict, device: str) -> float:
+    """Seconds for ARGS or CBS on every prompt, ``batch`` prompts at a time (1: the one-prompt function)."""
+    from sea_minimal.baselines import BASELINES, BATCHED
+
+    sync(device)
+    start = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        part = [p.tolist() for p in prompts[i : i + batch]]
+        if batch == 1:
+            BASELINES[method](policy, reward, part[0], 0, initial=False, **params)
+        else:
+            BATCHED[method](policy, reward, part, [0] * len(part), initial=False, **params)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main_baseline(args) -> None:
+    from sea_minimal.runner import make_reward
+
+    policy = load_policy(device=args.device)
+    reward = make_reward(args.reward, policy)
+    prompts = prompts_of(args.prompts, policy.vocab_size)
+    if args.method == "args":
+        params = {"top_k": args.top_k, "length": args.tokens, "fixed_length": True}
+    else:
+        params = {"beam_width": args.beams, "successors": args.successors, "chunk_length": args.chunk,
+                  "length": args.tokens, "fixed_length": True}
+    run_baseline(policy, reward, prompts[:2], 2, args.method, {**params, "length": 2}, args.device)  # warm-up
+    times = {n: [] for n in args.sizes}
+    for _ in range(args.rounds):
+        for n in args.sizes:
+            times[n].append(run_baseline(policy, reward, prompts, n, args.method, params, args.device))
+    per_minute = {n: 60 * args.prompts / statistics.median(t) for n, t in times.items()}
+    base = per_minute[min(args.sizes)]
+    print(f"{args.method} {params}, device {args.device}, torch threads {torch.get_num_threads()}, {args.prompts} "
+          f"prompts of 8-64 tokens, reward {args.reward}, median of {args.rounds} interleaved rounds")
+    for n, rate in per_minute.items():
+        print(f"  N = {n:3d}: {rate:8.2f} prompts per minute   ratio to N = {min(args.sizes)}: {rate / base:5.2f}x")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "params": params, "seconds": times, "prompts_per_minute": per_minute},
+                      fh, indent=1)
 
 
 def per_iteration(results, batch: int) -> float:
@@ -163,10 +212,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", help="also write the raw timings here")
-    parser.add_argument("--method", choices=("greedy", "sea"), default="greedy")
+    parser.add_argument("--method", choices=("greedy", "sea", "args", "cbs"), default="greedy")
     parser.add_argument("--steps", type=int, default=5, help="SEA iterations (--method sea)")
     parser.add_argument("--chains", type=int, default=4, help="SEA chains C per prompt (--method sea)")
-    parser.add_argument("--reward", default="harmlessness-v2", help="SEA's reward (--method sea)")
+    parser.add_argument("--reward", default="harmlessness-v2", help="the reward (--method sea, args, cbs)")
+    parser.add_argument("--top-k", type=int, default=10, help="ARGS candidates per step (--method args)")
+    parser.add_argument("--beams", type=int, default=2, help="CBS beam width (--method cbs)")
+    parser.add_argument("--successors", type=int, default=4, help="CBS successors per beam (--method cbs)")
+    parser.add_argument("--chunk", type=int, default=8, help="CBS chunk length (--method cbs)")
     parser.add_argument("--peak-only", action="store_true", help=argparse.SUPPRESS)  # one batch's peak, for the CPU
     args = parser.parse_args()
     if args.threads:
@@ -175,6 +228,9 @@ def main() -> None:
         if any(args.prompts % n for n in args.sizes):
             parser.error(f"--prompts {args.prompts} must be a multiple of every size in --sizes {args.sizes}")
         peak_only(args) if args.peak_only else main_sea(args)
+        return
+    if args.method in ("args", "cbs"):
+        main_baseline(args)
         return
     policy = load_policy(device=args.device)
     prompts = prompts_of(args.prompts, policy.vocab_size)

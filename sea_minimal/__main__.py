@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                                                  "CPU shared with other jobs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--batch-prompts", type=int, metavar="N",
-                     help="run up to N prompts together in methods that have a batched form (greedy, best_of_n, sea); the records "
-                          "are those of one prompt at a time, up to floating-point rounding (default: the grid's "
+                     help="run up to N prompts together in methods that have a batched form (greedy, best_of_n, "
+                          "args, cbs, sea); the records are those of one prompt at a time, up to floating-point "
+                          "rounding (default: the grid's "
                           "`batch_prompts:`, else 1)")
     cluster = run.add_argument_group("jobs (submitit, the optional extra `pip install -e \".[cluster]\"`)",
                                      "Deal the pending items into K jobs that write shards, folded into the results "

@@ -20,6 +20,12 @@ Common conventions
 * ``initial_texts`` / ``initial_rewards`` hold the base policy's greedy answer (decoded outside the meter, so
   it does not count as the method's compute); pass ``initial=False`` to skip it. ``greedy`` is its own initial.
 * Randomness comes only from a ``torch.Generator`` seeded with ``seed``: same seed, same output.
+* Many-prompt forms (``BATCHED``: ``greedy_many``, ``best_of_n_many``, ``args_many``, ``cbs_many``, the runner's
+  ``batch_prompts``) take ``(policy, reward, prompts, seeds, **params)`` and return one result per prompt. The
+  policy's decoding runs for all prompts in one left-padded batch (attention mask, per-row positions), each prompt
+  with its own generator; the reward's scoring and the ``initial`` answer stay per prompt. Each result equals that
+  prompt's own run up to floating-point rounding of the batched forward, with the same record shape and the compute
+  counts its own run has (``tests/test_batching.py``).
 
 Defaults follow the authors' baseline code (SEA.md §4): BoN at temperature 1.0 with top-k 50; ARGS with
 score = log pi(v) + 1.0 r over the top-50 next tokens, greedy; CBS with beam width 1, 4 successors per
@@ -29,12 +35,14 @@ beam and 32-token chunks.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
-from .compute import ComputeMeter
-from .lm import PromptCache, Samples, decode, encode_prompt, greedy_batch as _greedy_batch, sample_many, step_logits  # noqa: F401 (PromptCache, Samples: re-exported)
+from .compute import Compute, ComputeMeter
+from .lm import (PromptCache, Samples, decode, encode_prompt, greedy_batch as _greedy_batch, sample_many,  # noqa: F401
+                 stack_prompts, step_logits)  # (PromptCache, Samples: re-exported)
 from .models import Policy
 from .rewards import Reward, one_hot
 from .sampler import SEAResult, library_versions
@@ -102,17 +110,30 @@ def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: d
     (``encode=False``: the context gets no prompt cache, for a body that decoded elsewhere)."""
     start = time.perf_counter()
     reward_model = getattr(reward, "model", None)
-    if config.get("fixed_length") is False:
-        config = {k: v for k, v in config.items() if k != "fixed_length"}  # the default: records as before
+    config = _record_config(config)
     with ComputeMeter(policy.model, reward_model, device=policy.device) as meter:
         ctx = _Context(policy, reward, prompt, seed, meter, fixed_length=bool(config.get("fixed_length")),
                        encode=encode)
         candidates, selected, extra = body(ctx)
-    compute = meter.compute.to_dict()
-    wall = time.perf_counter() - start
+    return _result(name, ctx, prompt, seed, config, (candidates, selected, extra), meter.compute.to_dict(),
+                   time.perf_counter() - start, initial)
+
+
+def _record_config(config: dict) -> dict:
+    if config.get("fixed_length") is False:
+        return {k: v for k, v in config.items() if k != "fixed_length"}  # the default: records as before
+    return config
+
+
+def _result(name: str, ctx: _Context, prompt, seed: int, config: dict, outcome, compute: dict, wall: float,
+            initial: bool) -> SEAResult:
+    """The SEAResult of one prompt's run from ``outcome = (candidates, selected, extra)``; the base policy's greedy
+    answer (``initial``) is decoded here, outside the meter: reporting, not the method's compute."""
+    candidates, selected, extra = outcome
+    policy = ctx.policy
     if extra.get("initial") is not None:
         init_ids, init_reward = extra["initial"]
-    elif initial:  # the base policy's greedy answer, outside the meter: reporting, not the method's compute
+    elif initial:
         with ComputeMeter() as scratch:
             ctx.meter = scratch
             init_ids = _greedy_ids(ctx, config["length"])
@@ -131,6 +152,49 @@ def _run(name: str, policy: Policy, reward: Reward, prompt, seed: int, config: d
         seed=int(seed), device=str(policy.device), versions=library_versions(), wall_time=wall,
         iterations=extra.get("iterations", 1), method=name, compute=compute,
     )
+
+
+class _Share:
+    """One prompt's part of a many-prompt run (:func:`args_many`, :func:`cbs_many`): its context, and the compute its
+    own run would count. What only this prompt does (encoding its prompt, building its scorer, scoring) runs under
+    ``metered()``; the batch's shared policy forwards are added by ``add`` (the positions its own run would put
+    through the policy, and its share of their time)."""
+
+    def __init__(self, policy: Policy, reward: Reward, prompt, seed: int, fixed_length: bool):
+        self.models = (policy.model, getattr(reward, "model", None))
+        self.device = policy.device
+        self.compute = Compute()
+        with self.metered() as meter:
+            self.ctx = _Context(policy, reward, prompt, seed, meter, fixed_length=fixed_length)
+
+    @contextmanager
+    def metered(self):
+        with ComputeMeter(*self.models, device=self.device) as meter:
+            if hasattr(self, "ctx"):
+                self.ctx.meter = meter
+            yield meter
+        part, own = meter.compute, self.compute
+        own.forward_tokens += part.forward_tokens
+        own.backward_tokens += part.backward_tokens
+        own.reward_calls += part.reward_calls
+        own.wall_time += part.wall_time
+        own.peak_memory_mib = max(own.peak_memory_mib, part.peak_memory_mib)
+
+    def add(self, forward_tokens: int, seconds: float) -> None:
+        self.compute.forward_tokens += int(forward_tokens)
+        self.compute.wall_time += seconds
+
+    def result(self, name: str, prompt, seed: int, config: dict, outcome, initial: bool) -> SEAResult:
+        return _result(name, self.ctx, prompt, seed, _record_config(config), outcome, self.compute.to_dict(),
+                       self.compute.wall_time, initial)
+
+
+def _shares(policy: Policy, reward: Reward, prompts: list, seeds: list[int], fixed_length: bool) -> list[_Share]:
+    if not prompts:
+        raise ValueError("A many-prompt run needs at least one prompt.")
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: pass one seed per prompt.")
+    return [_Share(policy, reward, p, s, fixed_length) for p, s in zip(prompts, seeds)]
 
 
 def _candidate(source: str, ids: list[int], reward: float) -> dict:
@@ -279,6 +343,65 @@ def best_of_n_many(policy: Policy, reward: Reward, prompts: list, seeds: list[in
     return out
 
 
+def _check_args(length: int, top_k: int) -> None:
+    _check_length(length)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+
+@dataclass
+class _ArgsState:
+    """One prompt's ARGS decode so far: the response ``ids``, their reward ``current`` (None: not scored yet) and the
+    trajectory (per step the chosen token's log-prob, reward and score)."""
+
+    ids: list[int] = field(default_factory=list)
+    current: float | None = None
+    traj: dict = field(default_factory=lambda: {"logp": [], "reward": [], "score": []})
+
+
+def _args_step(ctx: _Context, state: _ArgsState, logits: torch.Tensor, t: int, w: float, top_k: int,
+               length: int) -> int | None:
+    """ARGS's rule at response position ``t`` for one prompt, from its next-token logits [V]: score the top-k
+    extensions (through ``ctx.score``), pick the best, update ``state``. Returns the chosen token when the decode
+    goes on (its logits are needed next), None when the response has ended (a stop token, or ``length`` tokens)."""
+    stop = set(ctx.stop_ids)
+    if ctx.banned_ids:  # SEA's response space: the next-token distribution renormalised over allowed tokens
+        logits = logits.float().clone()
+        logits[list(ctx.banned_ids)] = float("-inf")
+    logp = torch.log_softmax(logits.float(), -1)
+    if t == 0 and stop:
+        logp = logp.clone()
+        logp[list(stop)] = float("-inf")
+    top = logp.topk(min(top_k, logp.shape[-1]))
+    cand, ids = top.indices.tolist(), state.ids
+    grow = [i for i, v in enumerate(cand) if v not in stop]
+    rewards = [0.0] * len(cand)
+    scored = ctx.score([ids + [cand[i]] for i in grow]) if grow else []
+    for i, r in zip(grow, scored):
+        rewards[i] = r
+    if len(grow) < len(cand):  # a stop token: the response would end as it is
+        if state.current is None and ids:
+            state.current = ctx.score([ids])[0]
+        for i, v in enumerate(cand):
+            if v in stop:  # at t = 0 stop tokens are banned (their log-prob is -inf anyway)
+                rewards[i] = state.current if ids else float("-inf")
+    scores = [float(lp) + w * r for lp, r in zip(top.values.tolist(), rewards)]
+    best = _argmax(scores)
+    state.traj["logp"].append([float(top.values[best])])
+    state.traj["reward"].append([rewards[best]])
+    state.traj["score"].append([scores[best]])
+    if cand[best] in stop:
+        return None
+    ids.append(cand[best])
+    state.current = rewards[best]
+    return None if t + 1 == length else cand[best]
+
+
+def _args_outcome(state: _ArgsState):
+    return [_candidate("args", state.ids, state.current)], 0, {"trajectory": state.traj,
+                                                              "iterations": len(state.traj["score"])}
+
+
 def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, top_k: int = 50,
          length: int = DEFAULT_LENGTH, initial: bool = True, fixed_length: bool = False) -> SEAResult:
     """ARGS (Khanov et al. 2024), greedy: at each position pick, among the top-k next tokens v of pi_ref,
@@ -289,59 +412,146 @@ def args(policy: Policy, reward: Reward, prompt, seed: int = 0, w: float = 1.0, 
     ``trajectory`` records per step the chosen token's log-prob and reward. With ``w = 0`` this is greedy
     decoding (ties aside).
     """
-    _check_length(length)
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    _check_args(length, top_k)
 
     @torch.no_grad()
     def body(ctx):
         from transformers import DynamicCache
 
-        model, stop = policy.model, set(ctx.stop_ids)
         cache = DynamicCache([(k.contiguous(), v.contiguous()) for k, v in ctx.cache.layers])
-        logits = ctx.cache.next_logits
-        ids: list[int] = []
-        current = None  # reward of ids
-        traj = {"logp": [], "reward": [], "score": []}
-        banned = list(ctx.banned_ids)
+        state, logits = _ArgsState(), ctx.cache.next_logits
         for t in range(length):
-            if banned:  # SEA's response space: the next-token distribution renormalised over allowed tokens
-                logits = logits.float().clone()
-                logits[banned] = float("-inf")
-            logp = torch.log_softmax(logits.float(), -1)
-            if t == 0 and stop:
-                logp = logp.clone()
-                logp[list(stop)] = float("-inf")
-            top = logp.topk(min(top_k, logp.shape[-1]))
-            cand = top.indices.tolist()
-            grow = [i for i, v in enumerate(cand) if v not in stop]
-            rewards = [0.0] * len(cand)
-            scored = ctx.score([ids + [cand[i]] for i in grow]) if grow else []
-            for i, r in zip(grow, scored):
-                rewards[i] = r
-            if len(grow) < len(cand):  # a stop token: the response would end as it is
-                if current is None and ids:
-                    current = ctx.score([ids])[0]
-                for i, v in enumerate(cand):
-                    if v in stop:  # at t = 0 stop tokens are banned (their log-prob is -inf anyway)
-                        rewards[i] = current if ids else float("-inf")
-            scores = [float(lp) + w * r for lp, r in zip(top.values.tolist(), rewards)]
-            best = _argmax(scores)
-            traj["logp"].append([float(top.values[best])])
-            traj["reward"].append([rewards[best]])
-            traj["score"].append([scores[best]])
-            if cand[best] in stop:
+            tok = _args_step(ctx, state, logits, t, w, top_k, length)
+            if tok is None:
                 break
-            ids.append(cand[best])
-            current = rewards[best]
-            if t + 1 == length:
-                break
-            chosen = torch.tensor([cand[best]], device=policy.device)
-            logits = step_logits(model, cache, chosen, ctx.cache.length + t)[0]
-        return [_candidate("args", ids, current)], 0, {"trajectory": traj, "iterations": len(traj["score"])}
+            logits = step_logits(policy.model, cache, torch.tensor([tok], device=policy.device),
+                                 ctx.cache.length + t)[0]
+        return _args_outcome(state)
 
     config = {"w": w, "top_k": top_k, "length": length, "fixed_length": fixed_length}
     return _run("args", policy, reward, prompt, seed, config, body, initial)
+
+
+class _Rows:
+    """Prompts decoded one token per row per step in one batch: the left-padded cache [B, heads, P + t, head_dim],
+    its attention mask [B, P + t] and each row's next position [B, 1]. ``keep(rows)`` drops the other rows (a prompt
+    whose response has ended leaves the batch)."""
+
+    def __init__(self, caches: list[PromptCache]):
+        from transformers import DynamicCache
+
+        stacked = stack_prompts(caches)
+        device = stacked.next_logits.device
+        self.cache = DynamicCache([(k.contiguous(), v.contiguous()) for k, v in stacked.layers])
+        self.mask = (stacked.key_mask if stacked.key_mask is not None
+                     else torch.ones(1, stacked.length, dtype=torch.long, device=device))
+        self.position = torch.tensor([[c.length] for c in caches], dtype=torch.long, device=device)
+
+    def keep(self, rows: list[int]) -> None:
+        from transformers import DynamicCache
+
+        if rows == list(range(self.mask.shape[0])):
+            return
+        idx = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
+        self.cache = DynamicCache([(layer.keys[idx], layer.values[idx]) for layer in self.cache.layers])
+        self.mask, self.position = self.mask[idx], self.position[idx]
+
+    def step(self, model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
+        """Run one token per row [B]; returns the next-token logits [B, V] float32."""
+        tok = torch.tensor(tokens, dtype=torch.long, device=self.mask.device)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], 1)
+        logits = step_logits(model, self.cache, tok, self.position, self.mask)
+        self.position = self.position + 1
+        return logits
+
+
+def args_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int], w: float = 1.0, top_k: int = 50,
+              length: int = DEFAULT_LENGTH, initial: bool = True, fixed_length: bool = False) -> list[SEAResult]:
+    """:func:`args` for several prompts decoded together: at each step one policy forward runs every live prompt's
+    chosen token [B] over the left-padded prompt caches (attention mask, per-row positions); each prompt's top-k,
+    scoring (its own scorer, its k extensions) and choice are :func:`args`'s own rule (``_args_step``); a prompt
+    whose response has ended leaves the batch. Each prompt is encoded on its own and scored on its own, so each
+    result equals its one-prompt run up to floating-point rounding of the batched forward (a near-tie between two
+    scores can flip), with that run's compute: its encoding and scoring metered, plus one position per decoding
+    step its own run takes; its wall time is its own work plus an equal share of each batched step.
+    Not batched: the prompts' encoding, the reward calls and the initial greedy answers (one prompt at a time)."""
+    _check_args(length, top_k)
+    shares = _shares(policy, reward, prompts, seeds, fixed_length)
+    states = [_ArgsState() for _ in shares]
+    with torch.no_grad():
+        rows = _Rows([sh.ctx.cache for sh in shares])
+        live = list(range(len(shares)))  # batch row -> prompt
+        logits = torch.stack([sh.ctx.cache.next_logits for sh in shares])
+        for t in range(length):
+            chosen = []
+            for row, i in enumerate(live):
+                with shares[i].metered():
+                    chosen.append(_args_step(shares[i].ctx, states[i], logits[row], t, w, top_k, length))
+            going = [row for row, tok in enumerate(chosen) if tok is not None]
+            if not going:
+                break
+            rows.keep(going)
+            live = [live[row] for row in going]
+            start = time.perf_counter()
+            logits = rows.step(policy.model, [chosen[row] for row in going])
+            seconds = (time.perf_counter() - start) / len(live)
+            for i in live:
+                shares[i].add(1, seconds)
+    config = {"w": w, "top_k": top_k, "length": length, "fixed_length": fixed_length}
+    return [sh.result("args", p, s, config, _args_outcome(st), initial)
+            for sh, p, s, st in zip(shares, prompts, seeds, states)]
+
+
+def _check_cbs(length: int, beam_width: int, successors: int, chunk_length: int) -> None:
+    _check_length(length)
+    if beam_width < 1 or successors < 1 or chunk_length < 1:
+        raise ValueError("beam_width, successors and chunk_length must be >= 1")
+
+
+@dataclass
+class _Beam:
+    """A partial response of CBS: its ids, reward (None before the first chunk), whether it has finished (stop
+    token or full length), and the cache to continue it from (None once finished)."""
+
+    ids: list[int]
+    reward: float | None
+    finished: bool
+    cache: PromptCache | None
+
+
+def _cbs_chunk(beams: list[_Beam], chunk_length: int, length: int) -> tuple[int, bool]:
+    """The next chunk's steps and whether its caches are kept (a later chunk follows). Every unfinished beam has
+    run every step of every chunk so far, so all have the same length."""
+    done = len(next(b for b in beams if not b.finished).ids)
+    steps = min(chunk_length, length - done)
+    return steps, done + steps < length
+
+
+def _cbs_successors(beam: _Beam, samples: Samples, length: int) -> list[_Beam]:
+    """The successors of ``beam`` from its chunk of samples (their rewards still to be scored)."""
+    out = []
+    for i in range(samples.tokens.shape[0]):
+        ext = beam.ids + samples.ids(i)
+        finished = bool(samples.stopped[i]) or len(ext) >= length
+        out.append(_Beam(ext, None, finished, None if finished else samples.continue_from(i)))
+    return out
+
+
+def _cbs_select(ctx: _Context, beams: list[_Beam], grown: list[_Beam], beam_width: int, traj: dict) -> list[_Beam]:
+    """CBS's selection for one prompt: score the new successors (``ctx.score``), keep the ``beam_width`` best of them
+    and of the finished beams (finished beams first on ties, then in order), record the best reward."""
+    for beam, r in zip(grown, ctx.score([b.ids for b in grown])):
+        beam.reward = r
+    pool = [b for b in beams if b.finished] + grown
+    order = sorted(range(len(pool)), key=lambda i: -pool[i].reward)  # stable: earlier first on ties
+    kept = [pool[i] for i in order[:beam_width]]
+    traj["best_reward"].append([kept[0].reward])
+    return kept
+
+
+def _cbs_outcome(beams: list[_Beam], traj: dict, rounds: int):
+    cands = [_candidate(f"beam {i}", b.ids, b.reward) for i, b in enumerate(beams)]
+    return cands, 0, {"trajectory": traj, "iterations": rounds}
 
 
 def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int = 1, successors: int = 4,
@@ -355,45 +565,72 @@ def cbs(policy: Policy, reward: Reward, prompt, seed: int = 0, beam_width: int =
     final beams (best first); ``trajectory["best_reward"]`` is the best kept reward after each chunk.
     With one chunk (``chunk_length >= length``) and ``beam_width=1`` this is Best-of-``successors``.
     """
-    _check_length(length)
-    if beam_width < 1 or successors < 1 or chunk_length < 1:
-        raise ValueError("beam_width, successors and chunk_length must be >= 1")
+    _check_cbs(length, beam_width, successors, chunk_length)
 
     def body(ctx):
-        # a beam: (token ids, reward, finished, cache to continue from)
-        beams = [([], None, False, ctx.cache)]
-        traj = {"best_reward": []}
-        rounds = 0
-        while not all(b[2] for b in beams):
+        beams, traj, rounds = [_Beam([], None, False, ctx.cache)], {"best_reward": []}, 0
+        while not all(b.finished for b in beams):
             rounds += 1
-            pool = [b for b in beams if b[2]]
-            new_ids, new_meta = [], []
-            for ids, _, done, cache in beams:
-                if done:
-                    continue
-                steps = min(chunk_length, length - len(ids))
-                more = len(ids) + steps < length
-                s = decode(policy.model, cache, successors, steps, ctx.generator, temperature, top_k, ctx.stop_ids,
-                           ban_stop_first=not ids, keep_cache=more, banned_ids=ctx.banned_ids)
-                for i in range(successors):
-                    ext = ids + s.ids(i)
-                    finished = bool(s.stopped[i]) or len(ext) >= length
-                    new_ids.append(ext)
-                    new_meta.append((finished, None if finished else s.continue_from(i)))
-            rewards = ctx.score(new_ids)
-            pool += [(ids, r, fin, cache) for ids, r, (fin, cache) in zip(new_ids, rewards, new_meta)]
-            order = sorted(range(len(pool)), key=lambda i: -pool[i][1])  # stable: earlier first on ties
-            beams = [pool[i] for i in order[:beam_width]]
-            traj["best_reward"].append([beams[0][1]])
-        cands = [_candidate(f"beam {i}", ids, r) for i, (ids, r, _, _) in enumerate(beams)]
-        return cands, 0, {"trajectory": traj, "iterations": rounds}
+            steps, more = _cbs_chunk(beams, chunk_length, length)
+            grown = []
+            for beam in (b for b in beams if not b.finished):
+                s = decode(policy.model, beam.cache, successors, steps, ctx.generator, temperature, top_k,
+                           ctx.stop_ids, ban_stop_first=not beam.ids, keep_cache=more, banned_ids=ctx.banned_ids)
+                grown += _cbs_successors(beam, s, length)
+            beams = _cbs_select(ctx, beams, grown, beam_width, traj)
+        return _cbs_outcome(beams, traj, rounds)
 
     config = {"beam_width": beam_width, "successors": successors, "chunk_length": chunk_length, "length": length,
               "temperature": temperature, "top_k": top_k, "fixed_length": fixed_length}
     return _run("cbs", policy, reward, prompt, seed, config, body, initial)
 
 
+def cbs_many(policy: Policy, reward: Reward, prompts: list, seeds: list[int], beam_width: int = 1, successors: int = 4,
+             chunk_length: int = 32, length: int = DEFAULT_LENGTH, temperature: float = 1.0, top_k: int = 50,
+             initial: bool = True, fixed_length: bool = False) -> list[SEAResult]:
+    """:func:`cbs` for several prompts, chunk by chunk together. A prompt's generator draws its beams' chunks one
+    beam after another (as its own run does), so the b-th live beam of every prompt is sampled in one batched decode
+    (:func:`sea_minimal.lm.sample_many`: ``successors`` rows per prompt, each prompt's beam cache left-padded, each
+    prompt from its own generator); a round takes as many batched decodes as the most live beams any prompt has
+    (``beam_width`` at most). Scoring and beam selection are :func:`cbs`'s own (``_cbs_select``), per prompt; a prompt
+    whose beams have all finished leaves. Samples equal the one-prompt runs' up to floating-point rounding of the
+    batched forward (a draw on a boundary between two tokens can flip), and each result has its own run's compute:
+    its encoding and scoring metered, plus the positions its own decodes run; its wall time is its own work plus an
+    equal share of each batched decode. Not batched: beams of one prompt (its generator orders them), the prompts'
+    encoding, the reward calls and the initial greedy answers."""
+    _check_cbs(length, beam_width, successors, chunk_length)
+    shares = _shares(policy, reward, prompts, seeds, fixed_length)
+    beams = [[_Beam([], None, False, sh.ctx.cache)] for sh in shares]
+    trajs, rounds = [{"best_reward": []} for _ in shares], [0] * len(shares)
+    running = list(range(len(shares)))
+    while running:
+        steps, more = _cbs_chunk(beams[running[0]], chunk_length, length)  # the same for every running prompt
+        live = {i: [b for b in beams[i] if not b.finished] for i in running}
+        grown = {i: [] for i in running}
+        for b in range(max(len(v) for v in live.values())):
+            batch = [i for i in running if b < len(live[i])]
+            start = time.perf_counter()
+            out = sample_many(policy.model, [live[i][b].cache for i in batch], successors, steps,
+                              [shares[i].ctx.generator for i in batch], temperature, top_k,
+                              shares[batch[0]].ctx.stop_ids, ban_stop_first=rounds[batch[0]] == 0,
+                              banned_ids=shares[batch[0]].ctx.banned_ids, keep_cache=more)
+            seconds = (time.perf_counter() - start) / len(batch)
+            for i, (s, run) in zip(batch, out):
+                ran = run if more and not bool(s.stopped.all()) else run - 1  # decode's forwards (see decode)
+                shares[i].add(successors * ran, seconds)
+                grown[i] += _cbs_successors(live[i][b], s, length)
+        for i in running:
+            rounds[i] += 1
+            with shares[i].metered():
+                beams[i] = _cbs_select(shares[i].ctx, beams[i], grown[i], beam_width, trajs[i])
+        running = [i for i in running if not all(b.finished for b in beams[i])]
+    config = {"beam_width": beam_width, "successors": successors, "chunk_length": chunk_length, "length": length,
+              "temperature": temperature, "top_k": top_k, "fixed_length": fixed_length}
+    return [sh.result("cbs", p, s, config, _cbs_outcome(bm, tr, r), initial)
+            for sh, p, s, bm, tr, r in zip(shares, prompts, seeds, beams, trajs, rounds)]
+
+
 BASELINES = {"greedy": greedy, "sampled": sampled, "best_of_n": best_of_n, "args": args, "cbs": cbs}
 #: Methods with a many-prompt form ``fn(policy, reward, prompts, seeds, **params) -> [SEAResult]`` (the runner's
 #: ``batch_prompts``); the others run one prompt at a time.
-BATCHED = {"greedy": greedy_many, "best_of_n": best_of_n_many}
+BATCHED = {"greedy": greedy_many, "best_of_n": best_of_n_many, "args": args_many, "cbs": cbs_many}

@@ -241,7 +241,7 @@ class Samples:
     stopped: torch.Tensor
     logp: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # [num, steps_run, V] float32 scores of each position (return_logits=True)
-    _cache: object = None
+    _layers: list | None = None  # per layer: keys, values [num, heads, L, head_dim] (keep_cache=True)
     _next_logits: torch.Tensor | None = None
     _length: int = 0
 
@@ -249,9 +249,9 @@ class Samples:
         return self.tokens[i, : int(self.lengths[i])].tolist()
 
     def continue_from(self, i: int) -> PromptCache:
-        if self._cache is None:
+        if self._layers is None:
             raise RuntimeError("decode(..., keep_cache=True) is needed to continue a sample.")
-        layers = [(layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in self._cache.layers]
+        layers = [(keys[i : i + 1], values[i : i + 1]) for keys, values in self._layers]
         return PromptCache(layers=layers, next_logits=self._next_logits[i], length=self._length)
 
 
@@ -344,23 +344,27 @@ def decode(model: torch.nn.Module, prompt: PromptCache, num: int, steps: int, ge
     toks = torch.stack(tokens, 1) if tokens else torch.zeros(num, 0, dtype=torch.long, device=device)
     return Samples(tokens=toks, lengths=lengths, stopped=stopped, logp=logp,
                    logits=torch.stack(all_logits, 1) if return_logits and all_logits else None,
-                   _cache=cache if keep_cache else None,
+                   _layers=[(layer.keys, layer.values) for layer in cache.layers] if keep_cache else None,
                    _next_logits=logits if keep_cache else None, _length=prompt.length + t + 1)
 
 
 @torch.no_grad()
 def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, steps: int,
-                generators: list[torch.Generator], temperature: float = 1.0, top_k: int = 0,
-                stop_ids: list[int] | None = None, ban_stop_first: bool = True, banned_ids=()
-                ) -> list[tuple[Samples, int]]:
-    """:func:`decode`'s sampling for several prompts in one batch: ``num`` rows per prompt (prompts left-padded by
+                generators: list[torch.Generator | None], temperature: float = 1.0, top_k: int = 0,
+                stop_ids: list[int] | None = None, ban_stop_first: bool = True, banned_ids=(),
+                keep_cache: bool = False) -> list[tuple[Samples, int]]:
+    """:func:`decode` for several prompts in one batch: ``num`` rows per prompt (prompts left-padded by
     :func:`stack_prompts`), each prompt's rows drawn with its own generator, and a prompt whose rows have all
     stopped draws no more (as its own run ends there). Returns per prompt its Samples and the number of steps its
     own run takes, so block i equals ``decode(model, caches[i], num, steps, generators[i], ...)`` up to
     floating-point rounding of the batched forward (a draw that lands on a boundary between two tokens can flip).
+    ``temperature == 0`` decodes greedily (the generators are not used). ``keep_cache`` runs the last sampled
+    tokens too, as :func:`decode` does, so that each row can be continued (``Samples.continue_from``: its own
+    positions only, the left padding dropped); a prompt's own run then takes ``steps`` forwards unless all its
+    rows stopped.
     """
-    if temperature <= 0:
-        raise ValueError(f"sample_many samples: temperature must be > 0, got {temperature}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if len(generators) != len(caches):
         raise ValueError(f"{len(generators)} generators for {len(caches)} prompts: pass one generator per prompt.")
     prompt, prompts = stack_prompts(caches), len(caches)
@@ -376,14 +380,19 @@ def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, ste
     logp = torch.zeros(rows, device=device)
     ended = [0] * prompts  # steps each prompt's own run takes (0: still running)
     tokens = []
+    t = -1
     for t in range(steps):
-        probs = _sampling_probs(_allowed_scores(logits, stop_mask if t == 0 and ban_stop_first and any_stop else None,
-                                                banned if any_banned else None), temperature, top_k)
-        tok = torch.zeros(rows, dtype=torch.long, device=device)
-        for i, generator in enumerate(generators):
-            if not ended[i]:
-                block = slice(i * num, (i + 1) * num)
-                tok[block] = torch.multinomial(probs[block], 1, generator=generator).squeeze(-1)
+        scores = _allowed_scores(logits, stop_mask if t == 0 and ban_stop_first and any_stop else None,
+                                 banned if any_banned else None)
+        if temperature == 0:
+            tok = scores.argmax(-1)
+        else:
+            probs = _sampling_probs(scores, temperature, top_k)
+            tok = torch.zeros(rows, dtype=torch.long, device=device)
+            for i, generator in enumerate(generators):
+                if not ended[i]:
+                    block = slice(i * num, (i + 1) * num)
+                    tok[block] = torch.multinomial(probs[block], 1, generator=generator).squeeze(-1)
         live = torch.tensor([not e for e in ended], device=device).repeat_interleave(num)
         stopped = stopped | (stop_mask[tok] & live)
         lengths = lengths + (~stopped).long()
@@ -393,7 +402,7 @@ def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, ste
         for i in range(prompts):
             if not ended[i] and bool(stopped[i * num: (i + 1) * num].all()):
                 ended[i] = t + 1
-        if all(ended) or t + 1 == steps:
+        if all(ended) or (t + 1 == steps and not keep_cache):
             break
         logits = step_logits(model, cache, tok, prompt.positions(rows, t, 1), prompt.attention(rows, t + 1))
     toks = torch.stack(tokens, 1)
@@ -401,8 +410,12 @@ def sample_many(model: torch.nn.Module, caches: list[PromptCache], num: int, ste
     for i in range(prompts):
         run = ended[i] or toks.shape[1]
         block = slice(i * num, (i + 1) * num)
-        out.append((Samples(tokens=toks[block, :run], lengths=lengths[block], stopped=stopped[block],
-                            logp=logp[block]), run))
+        s = Samples(tokens=toks[block, :run], lengths=lengths[block], stopped=stopped[block], logp=logp[block])
+        if keep_cache:  # this prompt's rows without their left padding: a cache of its own, as decode keeps it
+            pad = prompt.length - caches[i].length
+            s._layers = [(layer.keys[block, :, pad:], layer.values[block, :, pad:]) for layer in cache.layers]
+            s._next_logits, s._length = logits[block], caches[i].length + t + 1
+        out.append((s, run))
     return out
 
 

@@ -15,7 +15,8 @@ Grid file (see ``grids/smoke.yaml``)::
     results: results/smoke.jsonl      # relative paths are relative to the working directory
     device: cpu                       # optional (default: cuda when available)
     threads: 1                        # optional torch CPU threads (1 is far faster on a CPU shared with other jobs)
-    batch_prompts: 1                  # optional: prompts run together by methods with a batched form (greedy, BoN, SEA);
+    batch_prompts: 1                  # optional: prompts run together by methods with a batched form (greedy, BoN,
+                                      # ARGS, CBS, SEA);
                                       # records are the same as one at a time (``run --batch-prompts N`` overrides)
     data_dir: null                    # optional (default: $SEA_DATA_DIR, else ../shared/data)
     methods:
@@ -83,7 +84,7 @@ class Grid:
     sleep: float = 0.0  # seconds to wait after each item (demos and the kill/resume test)
     threads: int | None = None  # torch CPU threads (1 is far faster on a CPU shared with other jobs)
     system_prompt: str | None = None  # None keeps the chat template's default system message
-    batch_prompts: int = 1  # prompts run together by methods in methods.BATCHED (greedy, BoN, SEA); others one by one
+    batch_prompts: int = 1  # prompts run together by methods in methods.BATCHED (greedy, BoN, ARGS, CBS, SEA)
     raw: dict = field(default_factory=dict)
 
 

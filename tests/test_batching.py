@@ -1,6 +1,6 @@
 """Prompts run together (left padding, attention masks, per-row position ids) give what one prompt at a time gives:
-lm.greedy_batch, lm.sample_many, baselines.greedy_many / best_of_n_many, SEA.run(batch_size=N) for every recipe and
-the runner's ``batch_prompts``."""
+lm.greedy_batch, lm.sample_many, baselines.greedy_many / best_of_n_many / args_many / cbs_many, SEA.run(batch_size=N)
+for every recipe and the runner's ``batch_prompts``."""
 
 import json
 import subprocess
@@ -15,7 +15,7 @@ import torch
 
 from conftest import tiny_backbone_reward
 from sea_minimal import SEA, SEAConfig, runner
-from sea_minimal.baselines import best_of_n, best_of_n_many, greedy, greedy_many
+from sea_minimal.baselines import args, args_many, best_of_n, best_of_n_many, cbs, cbs_many, greedy, greedy_many
 from sea_minimal.lm import decode, encode_prompt, greedy_batch, sample_many
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +103,30 @@ def test_sample_many_draws_what_each_prompt_draws_alone(tiny_policy):
         sample_many(model, caches, 2, 3, together[:1])
 
 
+def test_sample_many_keeps_each_prompts_own_cache(tiny_policy):
+    """keep_cache: a row continued from the batch (its left padding dropped) is the row continued from its own decode,
+    and a second chunk from the continued caches draws the same again; temperature 0 decodes greedily."""
+    model = tiny_policy.model
+    caches = [encode_prompt(model, torch.tensor(p)) for p in PROMPTS]
+    together = [torch.Generator().manual_seed(i) for i in range(4)]
+    alone = [torch.Generator().manual_seed(i) for i in range(4)]
+    first = sample_many(model, caches, 2, 3, together, keep_cache=True)
+    for i, (s, steps) in enumerate(first):
+        own = decode(model, caches[i], 2, 3, alone[i], keep_cache=True)
+        assert torch.equal(s.tokens, own.tokens) and steps == 3
+        for row in range(2):
+            a, b = s.continue_from(row), own.continue_from(row)
+            assert a.length == b.length and a.layers[0][0].shape == b.layers[0][0].shape
+            torch.testing.assert_close(a.next_logits, b.next_logits, atol=1e-5, rtol=1e-5)
+    second = sample_many(model, [s.continue_from(1) for s, _ in first], 2, 3, together)
+    for i, (s, _) in enumerate(second):
+        own = decode(model, decode(model, caches[i], 2, 3, torch.Generator().manual_seed(i), keep_cache=True)
+                     .continue_from(1), 2, 3, alone[i])
+        assert torch.equal(s.tokens, own.tokens)
+    greedy_rows = sample_many(model, caches, 1, 5, [None] * 4, temperature=0.0)
+    assert [s.ids(0) for s, _ in greedy_rows] == one_at_a_time(model, PROMPTS, 5)
+
+
 @pytest.mark.parametrize("fixed_length", [False, True])
 def test_best_of_n_many_results_equal_best_of_n(tiny_policy, tiny_reward, fixed_length, one_thread):
     tiny_policy.__dict__["special_ids"] = [3, 5]  # stop tokens: samples end at different steps
@@ -130,6 +154,82 @@ def test_best_of_n_many_on_the_bundled_model(bundled_policy):
         one = best_of_n(bundled_policy, reward, prompt, n=4, length=8, initial=False)
         assert [c["text"] for c in res.candidates] == [c["text"] for c in one.candidates]
         assert res.compute["forward_tokens"] == one.compute["forward_tokens"]
+
+
+def assert_same_baseline_runs(one, many, atol=1e-4):
+    """Batched baseline results equal the one-prompt results: token ids and texts exactly, rewards and trajectories
+    within ``atol``, the compute a prompt's own run counts, and the same record shape."""
+    assert len(one) == len(many)
+    for a, b in zip(one, many):
+        assert [c["token_ids"] for c in b.candidates] == [c["token_ids"] for c in a.candidates]
+        assert b.texts == a.texts and b.text == a.text and b.selected == a.selected
+        assert b.initial_texts == a.initial_texts and b.iterations == a.iterations
+        assert b.seed == a.seed and b.config == a.config and b.method == a.method
+        np.testing.assert_allclose(b.rewards, a.rewards, atol=atol, rtol=1e-5)
+        np.testing.assert_allclose(b.initial_rewards, a.initial_rewards, atol=atol, rtol=1e-5)
+        assert b.trajectory.keys() == a.trajectory.keys()
+        for key in a.trajectory:
+            np.testing.assert_allclose(b.trajectory[key], a.trajectory[key], atol=atol, rtol=1e-5, err_msg=key)
+        assert {k: b.compute[k] for k in COUNTS} == {k: a.compute[k] for k in COUNTS}
+        assert set(b.compute) == set(a.compute) and b.wall_time > 0
+        assert [set(c) for c in b.candidates] == [set(c) for c in a.candidates]
+
+
+def one_prompt_runs(fn, policy, reward, prompts, seeds, **params):
+    return [fn(policy, reward, p, seed=s, **params) for p, s in zip(prompts, seeds)]
+
+
+@pytest.mark.parametrize("params", [{"w": 0.5, "top_k": 3, "length": 7},
+                                    {"w": 2.0, "top_k": 11, "length": 6, "fixed_length": True}])
+def test_args_many_results_equal_args(tiny_policy, tiny_reward, params, one_thread):
+    """Prompts of 1 to 13 tokens decoded together; with stop tokens, prompt 3 stops after 3 tokens and leaves the
+    batch while the others go on to the full length."""
+    tiny_policy.__dict__["special_ids"] = [3, 5]
+    one = one_prompt_runs(args, tiny_policy, tiny_reward, PROMPTS, [0, 1, 2, 3], **params)
+    assert_same_baseline_runs(one, args_many(tiny_policy, tiny_reward, PROMPTS, [0, 1, 2, 3], **params))
+    if not params.get("fixed_length"):
+        assert len({len(r.candidates[0]["token_ids"]) for r in one}) > 1, "the test needs a prompt that stops early"
+
+
+@pytest.mark.parametrize("params", [
+    {"beam_width": 2, "successors": 3, "chunk_length": 3, "length": 7, "top_k": 0},
+    {"beam_width": 3, "successors": 2, "chunk_length": 2, "length": 6, "initial": False},
+    {"beam_width": 2, "successors": 2, "chunk_length": 2, "length": 5, "temperature": 0.0},
+    {"beam_width": 2, "successors": 2, "chunk_length": 2, "length": 5, "fixed_length": True}])
+def test_cbs_many_results_equal_cbs(tiny_policy, tiny_reward, params, one_thread):
+    """Several beams and chunks per prompt: each prompt's generator draws its beams in the one-prompt order; with stop
+    tokens some beams finish early, and at temperature 0 prompt 3 finishes a round before the others."""
+    tiny_policy.__dict__["special_ids"] = [3, 5]
+    one = one_prompt_runs(cbs, tiny_policy, tiny_reward, PROMPTS, [0, 1, 2, 3], **params)
+    assert_same_baseline_runs(one, cbs_many(tiny_policy, tiny_reward, PROMPTS, [0, 1, 2, 3], **params))
+    if params.get("temperature") == 0.0:
+        assert len({r.iterations for r in one}) > 1, "the test needs a prompt that finishes first"
+    if "top_k" in params:
+        assert len({tuple(c["token_ids"]) for r in one for c in r.candidates}) > 4, "the samples should differ"
+
+
+def test_args_and_cbs_many_check_their_arguments(tiny_policy, tiny_reward):
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        args_many(tiny_policy, tiny_reward, PROMPTS, [0], top_k=2, length=3)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        args_many(tiny_policy, tiny_reward, PROMPTS, [0] * 4, top_k=0, length=3)
+    with pytest.raises(ValueError, match="beam_width, successors and chunk_length"):
+        cbs_many(tiny_policy, tiny_reward, PROMPTS, [0] * 4, beam_width=0, length=3)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        cbs_many(tiny_policy, tiny_reward, [], [], length=3)
+
+
+@pytest.mark.slow
+def test_args_and_cbs_many_on_the_bundled_model(bundled_policy, one_thread):
+    from sea_minimal import demo_reward
+
+    reward = demo_reward(bundled_policy)
+    prompts = ["Hi.", "Explain in one sentence why the sky looks blue during the day but red at sunset, for a child."]
+    for fn, many_fn, params in ((args, args_many, {"top_k": 5, "length": 4}),
+                                (cbs, cbs_many, {"beam_width": 2, "successors": 2, "chunk_length": 2, "length": 4})):
+        one = one_prompt_runs(fn, bundled_policy, reward, prompts, [0, 1], initial=False, **params)
+        assert_same_baseline_runs(one, many_fn(bundled_policy, reward, prompts, [0, 1], initial=False, **params),
+                                  atol=5e-4)
 
 
 def grid(results, batch_prompts=1):
@@ -172,6 +272,23 @@ def test_runner_batch_prompts_writes_the_same_records(tmp_path):
     assert again["done"] == 11 and comparable(tmp_path / "many.jsonl") == comparable(tmp_path / "one.jsonl")
 
 
+def test_runner_batches_args_and_cbs_with_the_same_records(tmp_path):
+    methods = [{"name": "args", "method": "args", "params": {"top_k": 3}},
+               {"name": "cbs", "method": "cbs", "params": {"beam_width": 2, "successors": 2, "chunk_length": 2}}]
+    one = runner.run_grid({**grid(tmp_path / "one.jsonl"), "methods": methods}, progress=False, log=lambda s: None)
+    many = runner.run_grid({**grid(tmp_path / "many.jsonl", batch_prompts=4), "methods": methods}, progress=False,
+                           log=lambda s: None)
+    assert one["done"] == many["done"] == 16
+    a, b = comparable(tmp_path / "one.jsonl"), comparable(tmp_path / "many.jsonl")
+    for x, y in zip(a, b):  # rewards and metrics are floats computed after a batched forward: within rounding
+        mx, my = x.pop("metrics"), y.pop("metrics")
+        assert mx.keys() == my.keys() and all(mx[k] == pytest.approx(my[k], abs=1e-4) for k in mx), (mx, my)
+        for cand_x, cand_y in zip(x.pop("candidates"), y.pop("candidates")):
+            assert cand_x["token_ids"] == cand_y["token_ids"] and cand_x["text"] == cand_y["text"]
+            assert cand_x["reward"] == pytest.approx(cand_y["reward"], abs=1e-4)
+    assert a == b
+
+
 def test_batches_group_one_method_and_seed():
     g = runner.parse_grid(grid("unused.jsonl"))
     prompts = [{"id": i, "prompt": "x"} for i in range(4)]
@@ -181,7 +298,7 @@ def test_batches_group_one_method_and_seed():
         assert sizes == [1, 1, 3, 3], method  # per seed: prompts 0-2, then 3
     assert all(len({(spec.label, seed) for spec, _, seed in grp}) == 1 for grp in groups)
     assert sum(len(grp) for grp in groups) == 16
-    spec = {**grid("unused.jsonl"), "methods": [{"name": "args", "method": "args", "params": {"top_k": 2}}]}
+    spec = {**grid("unused.jsonl"), "methods": [{"name": "sampled", "method": "sampled"}]}
     g = runner.parse_grid(spec)  # a method without a batched form runs one prompt at a time
     assert all(len(grp) == 1 for grp in runner._batches(runner.pending_items(g, prompts, set()), 3))
 
