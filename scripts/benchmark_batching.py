@@ -47,6 +47,25 @@ def prompts_of(count: int, vocab: int, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(100, vocab, (n,), generator=g) for n in lengths]
 
 
+def interleaved(sizes, rounds: int, prompts: int, run_one) -> tuple[dict, dict]:
+    """Times ``run_one(n)`` (seconds for all ``prompts`` prompts in batches of n) for every batch size in ``sizes``,
+    interleaved over ``rounds`` rounds so that slow drift of the machine hits all alike: (seconds per size, prompts
+    per minute per size from the medians)."""
+    times = {n: [] for n in sizes}
+    for _ in range(rounds):
+        for n in sizes:
+            times[n].append(run_one(n))
+    return times, {n: 60 * prompts / statistics.median(t) for n, t in times.items()}
+
+
+def print_rates(header: str, per_minute: dict, digits: int = 2) -> None:
+    """The header, then per batch size its prompts per minute and its ratio to the smallest size."""
+    base = per_minute[min(per_minute)]
+    print(header)
+    for n, rate in per_minute.items():
+        print(f"  N = {n:3d}: {rate:8.{digits}f} prompts per minute   ratio to N = {min(per_minute)}: {rate / base:5.2f}x")
+
+
 def run(model, prompts, batch: int, tokens: int, device: str) -> float:
     """Seconds to decode every prompt greedily for ``tokens`` tokens, ``batch`` prompts at a time."""
     sync(device)
@@ -98,16 +117,11 @@ def main_baseline(args) -> None:
         params = {"beam_width": args.beams, "successors": args.successors, "chunk_length": args.chunk,
                   "length": args.tokens, "fixed_length": True}
     run_baseline(policy, reward, prompts[:2], 2, args.method, {**params, "length": 2}, args.device)  # warm-up
-    times = {n: [] for n in args.sizes}
-    for _ in range(args.rounds):
-        for n in args.sizes:
-            times[n].append(run_baseline(policy, reward, prompts, n, args.method, params, args.device))
-    per_minute = {n: 60 * args.prompts / statistics.median(t) for n, t in times.items()}
-    base = per_minute[min(args.sizes)]
-    print(f"{args.method} {params}, device {args.device}, torch threads {torch.get_num_threads()}, {args.prompts} "
-          f"prompts of 8-64 tokens, reward {args.reward}, median of {args.rounds} interleaved rounds")
-    for n, rate in per_minute.items():
-        print(f"  N = {n:3d}: {rate:8.2f} prompts per minute   ratio to N = {min(args.sizes)}: {rate / base:5.2f}x")
+    times, per_minute = interleaved(args.sizes, args.rounds, args.prompts, lambda n: run_baseline(
+        policy, reward, prompts, n, args.method, params, args.device))
+    print_rates(f"{args.method} {params}, device {args.device}, torch threads {torch.get_num_threads()}, "
+                f"{args.prompts} prompts of 8-64 tokens, reward {args.reward}, median of {args.rounds} interleaved rounds",
+                per_minute)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "params": params, "seconds": times, "prompts_per_minute": per_minute},
@@ -236,16 +250,10 @@ def main() -> None:
     prompts = prompts_of(args.prompts, policy.vocab_size)
     with torch.no_grad():
         run(policy.model, prompts[:2], 2, 2, args.device)  # warm-up
-        times = {n: [] for n in args.sizes}
-        for _ in range(args.rounds):
-            for n in args.sizes:
-                times[n].append(run(policy.model, prompts, n, args.tokens, args.device))
-    per_minute = {n: 60 * args.prompts / statistics.median(t) for n, t in times.items()}
-    base = per_minute[min(args.sizes)]
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.prompts} prompts of 8-64 tokens, "
-          f"{args.tokens} response tokens each, median of {args.rounds} interleaved rounds")
-    for n, rate in per_minute.items():
-        print(f"  N = {n:3d}: {rate:8.1f} prompts per minute   ratio to N = {min(args.sizes)}: {rate / base:5.2f}x")
+        times, per_minute = interleaved(args.sizes, args.rounds, args.prompts,
+                                        lambda n: run(policy.model, prompts, n, args.tokens, args.device))
+    print_rates(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.prompts} prompts of 8-64 "
+                f"tokens, {args.tokens} response tokens each, median of {args.rounds} interleaved rounds", per_minute, 1)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "seconds": times, "prompts_per_minute": per_minute}, fh, indent=1)
