@@ -70,8 +70,9 @@ def reward_spread(policy, rewards: dict, prompts: Sequence[tuple[int, str]], sam
     return stds
 
 
-#: Method params in reward units: an energy's alpha, the ARGS weight, the released recipe's reward weight. Each
-#: multiplies a reward, so moving a grid to a reward with another spread divides them by the spreads' ratio.
+#: The method params that are in reward units (an energy's alpha, the ARGS weight, the released recipe's reward
+#: weight). Each multiplies a reward, so moving a grid to a reward with another spread divides them by the ratio
+#: of the spreads.
 REWARD_SCALED_PARAMS = ("alpha", "w", "reward_weight")
 
 
