@@ -116,12 +116,25 @@ def encode_prompt(model: torch.nn.Module, prompt_ids: torch.Tensor, keep_hidden:
     return PromptCache(layers=layers, next_logits=out.logits[0, -1].float(), length=prompt_ids.numel(), hidden=hidden)
 
 
+def embed_scale(model: torch.nn.Module) -> float:
+    """The factor the model's embedding layer applies on lookup (1 for most models; sqrt(H) for Gemma, whose
+    ``embed_tokens(ids)`` is ``E[ids] * sqrt(H)``). ``inputs_embeds`` bypasses that layer, so :func:`forward_embeds`
+    applies it: rows of E fed there reach the model exactly as the same token ids would."""
+    scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
+
+
 def forward_embeds(model: torch.nn.Module, prompt: PromptCache, embeds: torch.Tensor, hidden: bool = False):
     """Run response embeddings [C, T, H] after the cached prompt(s). Returns the model output.
 
-    Positions continue after each row's prompt; the prompt's keys/values are shared (not recomputed).
+    ``embeds`` are rows of the input embedding matrix E (or soft mixtures ``probs @ E``), unscaled: the model's
+    own lookup scale (:func:`embed_scale`) is applied here. Positions continue after each row's prompt; the
+    prompt's keys/values are shared (not recomputed).
     """
     batch, length = embeds.shape[:2]
+    scale = embed_scale(model)
+    if scale != 1.0:
+        embeds = embeds * scale
     mask = prompt.attention(batch, length)
     return model(
         inputs_embeds=embeds,

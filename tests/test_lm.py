@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -190,3 +191,33 @@ def test_sample_tokens_samples_at_temperature_one_by_default():
     at_one = sample_tokens(model, cache, 8, 6, torch.Generator(device=DEVICE).manual_seed(7), temperature=1.0)[0]
     hotter = sample_tokens(model, cache, 8, 6, torch.Generator(device=DEVICE).manual_seed(7), temperature=2.0)[0]
     assert torch.equal(default, at_one) and not torch.equal(default, hotter)
+
+
+def tiny_gemma3(vocab_size: int = 32):
+    """A tiny Gemma 3 (its embedding layer scales looked-up rows by sqrt(H), which ``inputs_embeds`` bypasses)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+                              sliding_window=16)
+    return Gemma3ForCausalLM(config).eval().requires_grad_(False)
+
+
+def test_response_tokens_reach_a_gemma_model_as_their_token_ids_would():
+    """The embedding scale is the model's, not SmolLM2's 1: a scoring path that skips it scores another model."""
+    from sea_minimal.lm import embed_scale
+    from sea_minimal.reward_model import _backbone, encode_prompt_states, response_hidden
+
+    model = tiny_gemma3()
+    assert embed_scale(model) == pytest.approx(16 ** 0.5)
+    prompt, tokens = torch.tensor([2, 5, 7, 1]), torch.tensor([[3, 9, 4, 11, 6]])
+    full = model(input_ids=torch.cat([prompt, tokens[0]])[None]).logits.float()[0, prompt.numel() - 1 : -1]
+    cache = encode_prompt(model, prompt)
+    torch.testing.assert_close(next_token_logits(model, cache, tokens)[0], full, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(next_token_logits(model, cache, F.one_hot(tokens, 32).float())[0], full,
+                               rtol=1e-4, atol=1e-4)
+    states = _backbone(model)(input_ids=torch.cat([prompt, tokens[0]])[None]).last_hidden_state[0, prompt.numel():]
+    E = model.get_input_embeddings().weight
+    got = response_hidden(model, encode_prompt_states(model, prompt), E[tokens], torch.tensor([5]))[0]
+    torch.testing.assert_close(got, states, rtol=1e-4, atol=1e-4)
