@@ -120,7 +120,9 @@ def embed_scale(model: torch.nn.Module) -> float:
     """The factor the model's embedding layer applies on lookup (1 for most models; sqrt(H) for Gemma, whose
     ``embed_tokens(ids)`` is ``E[ids] * sqrt(H)``). ``inputs_embeds`` bypasses that layer, so :func:`forward_embeds`
     applies it: rows of E fed there reach the model exactly as the same token ids would."""
-    scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    layer = model.get_input_embeddings()
+    # the plain float when the layer keeps one: float() of its tensor buffer would sync a GPU at every forward
+    scale = getattr(layer, "scalar_embed_scale", getattr(layer, "embed_scale", None))
     return 1.0 if scale is None else float(scale)
 
 
