@@ -6,7 +6,7 @@ assistant declines harmful requests), and
     r_c(x, y) = log pi_ref(y | x+) - log pi_ref(y | x).
 
 Then pi*(y|x) ∝ pi_ref(y|x) exp(alpha r_c) = pi_ref(y|x)^(1-alpha) pi_ref(y|x+)^alpha for every alpha, and at
-alpha = 1, pi* = pi_ref(. | x+) exactly (Z = 1): ancestral sampling after x+ samples it. E_pi*[r_c] is then
+alpha = 1, pi* = pi_ref(. | x+) exactly (cal_Z = 1): ancestral sampling after x+ samples it. E_pi*[r_c] is then
 KL(pi* || pi_ref).
 
 Everything lives on SEA's response space: exactly T tokens, special tokens forbidden. Both log-likelihoods use
@@ -145,7 +145,7 @@ class OptimumScores:
 
     log_pi_ref: log pi_ref(y | x); log_pi_steered: log pi_ref(y | x+); reward: r_c = the difference.
     ``log_pi_star(alpha)`` is the unnormalised log pi*(y|x) = (1 - alpha) log pi_ref(y|x) + alpha log pi_ref(y|x+)
-    (normalised, i.e. exact, at alpha = 1 where log Z = 0).
+    (normalised, i.e. exact, at alpha = 1 where log cal_Z = 0).
     """
 
     log_pi_ref: torch.Tensor
@@ -202,13 +202,13 @@ def sample_optimum(reward: ContrastReward, prompt_ids: torch.Tensor, num: int, l
 def importance_weights(scores: OptimumScores, alpha: float) -> torch.Tensor:
     """Self-normalised importance weights [n] of pi*_alpha for samples drawn from pi_ref(. | x+) (= pi*_1).
 
-    w ∝ pi*_alpha(y) / pi_ref(y|x+) ∝ exp((alpha - 1) r_c(y)); the weights sum to 1.
+    ω ∝ pi*_alpha(y) / pi_ref(y|x+) ∝ exp((alpha - 1) r_c(y)); the weights sum to 1.
     """
     return torch.softmax((alpha - 1.0) * scores.reward.double(), 0)
 
 
 def effective_sample_size(weights: torch.Tensor) -> float:
-    """Kish's effective sample size (sum w)^2 / sum w^2 of importance weights [n]."""
+    """Kish's effective sample size (sum ω)^2 / sum ω^2 of importance weights [n]."""
     w = weights.double()
     return float(w.sum() ** 2 / (w ** 2).sum())
 

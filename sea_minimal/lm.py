@@ -19,19 +19,19 @@ class PromptCache:
     """The prompt encoded once: its per-layer keys/values (detached) and the next-token logits.
 
     One prompt (``encode_prompt``): keys/values [1, heads, P, head_dim], ``next_logits`` [V]. Several prompts
-    (``stack_prompts``): N prompts left-padded to the longest, keys/values [N, heads, P, head_dim], ``next_logits``
-    [N, V], ``key_mask`` [N, P] (1 at each prompt's own positions, 0 in its padding) and ``prompt_lengths`` [N];
-    a batch of ``batch`` rows then holds ``batch / N`` consecutive rows per prompt, and each row's positions
+    (``stack_prompts``): B prompts left-padded to the longest, keys/values [B, heads, P, head_dim], ``next_logits``
+    [B, V], ``key_mask`` [B, P] (1 at each prompt's own positions, 0 in its padding) and ``prompt_lengths`` [B];
+    a batch of ``batch`` rows then holds ``batch / B`` consecutive rows per prompt, and each row's positions
     continue after its own prompt. ``forward_response`` rebuilds a fresh cache object from these tensors for every
     call, so the stored tensors are never mutated and can be reused across iterations and chains.
     """
 
-    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [N, heads, P, head_dim]
-    next_logits: torch.Tensor  # [V] (one prompt) or [N, V], float32: logits of the first response token
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [B, heads, P, head_dim]
+    next_logits: torch.Tensor  # [V] (one prompt) or [B, V], float32: logits of the first response token
     length: int  # P (the longest prompt's length when stacked)
     hidden: torch.Tensor | None = None  # [1, P, H] last hidden states (used by backbone rewards)
-    key_mask: torch.Tensor | None = None  # [N, P] long, stacked prompts only (None: one prompt, no padding)
-    prompt_lengths: torch.Tensor | None = None  # [N] long, stacked prompts only
+    key_mask: torch.Tensor | None = None  # [B, P] long, stacked prompts only (None: one prompt, no padding)
+    prompt_lengths: torch.Tensor | None = None  # [B] long, stacked prompts only
     _repeated: dict = field(default_factory=dict, repr=False, compare=False)  # batch -> per-prompt-repeated layers
 
     @property

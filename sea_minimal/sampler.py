@@ -146,7 +146,7 @@ class Draws:
 
 def langevin_step(z: torch.Tensor, grad: torch.Tensor, step_size: float, noise_scale: float,
                   generator: torch.Generator | Draws) -> torch.Tensor:
-    """One unadjusted Langevin step: z - eta grad + sqrt(2 eta) noise_scale xi, xi ~ N(0, I)."""
+    """One unadjusted Langevin step: z - eta grad + sqrt(2 eta) s xi, xi ~ Normal(0, I) (s = noise_scale)."""
     noise = Draws.of(generator).randn(z.shape, device=z.device, dtype=z.dtype)
     return z - step_size * grad + math.sqrt(2.0 * step_size) * noise_scale * noise
 
@@ -160,9 +160,9 @@ def kl_per_position(logp_from: torch.Tensor, z_to: torch.Tensor) -> torch.Tensor
 
 
 class BatchScorer:
-    """The reward of a batch of prompts: rows [N * C, T, V] are split evenly over the prompts and each block is
+    """The reward of a batch of prompts: rows [B * C, T, V] (B prompts) are split evenly over the prompts and each block is
     scored by its own prompt's scorer (a reward's prompt cache is per prompt), the scores concatenated in batch
-    order [N * C]."""
+    order [B * C]."""
 
     def __init__(self, scorers: list):
         self.scorers = list(scorers)

@@ -2,17 +2,17 @@
 
 A reward's units are arbitrary (the released code's alpha = 500 was set for the GRM reward's scale), so the book
 sets them from a KL budget instead. Tilting pi_ref by exp(alpha r) with a reward that is roughly Gaussian over pi_ref's
-samples, ``r ~ N(mu, sigma^2)``, gives the tilted distribution ``N(mu + alpha sigma^2, sigma^2)`` and
+samples, ``r ~ Normal(mu, sigma_r^2)``, gives the tilted distribution ``Normal(mu + alpha sigma_r^2, sigma_r^2)`` and
 
-    ``KL(pi_alpha || pi_ref) = alpha^2 sigma^2 / 2``,
+    ``KL(pi_alpha || pi_ref) = alpha^2 sigma_r^2 / 2``,
 
-so a budget of ``kl`` nats is spent at alpha = sqrt(2 kl) / sigma. The default budget is Best-of-64's KL bound,
+so a budget of ``kl`` nats is spent at alpha = sqrt(2 kl) / sigma_r. The default budget is Best-of-64's KL bound,
 log 64 - 63/64 = 3.17 nats (Beirami et al. 2024), so SEA at that alpha and Best-of-64 may move equally far from pi_ref.
-sigma is measured on tuning prompts (the median over prompts of the reward's standard deviation over pi_ref samples;
+sigma_r is measured on tuning prompts (the median over prompts of the reward's standard deviation over pi_ref samples;
 ``results/reward_model/report.json`` key ``reward_std_over_policy_samples``), never on evaluation prompts.
 
-ARGS scores each next token by log pi_ref(v | y_<t) + w r(y_<t v): the same tilt pi_ref exp(alpha r) taken token by
-token, so the rule gives it the same weight, w = alpha.
+ARGS scores each next token by log pi_ref(v | y_<t) + w_ARGS r(y_<t v): the same tilt pi_ref exp(alpha r) taken token by
+token, so the rule gives it the same weight, w_ARGS = alpha.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def best_of_n_kl(n: int) -> float:
 
 
 def alpha_for_kl(reward_std: float, kl: float = BON64_KL) -> float:
-    """alpha = sqrt(2 kl) / sigma: the tilt exp(alpha r) of a Gaussian reward with std ``reward_std`` spends ``kl``
+    """alpha = sqrt(2 kl) / sigma_r: the tilt exp(alpha r) of a Gaussian reward with std sigma_r = ``reward_std`` spends ``kl``
     nats. Energies use U = -log pi_ref - alpha r, so this alpha is in nats per reward unit."""
     if not (reward_std > 0 and math.isfinite(reward_std)):
         raise ValueError(f"reward_std must be a positive finite number, got {reward_std}. Fix: measure it over "
@@ -43,7 +43,7 @@ def alpha_for_kl(reward_std: float, kl: float = BON64_KL) -> float:
 
 
 def args_weight(reward_std: float, kl: float = BON64_KL) -> float:
-    """The ARGS weight w of the same rule (w = alpha, see the module docstring)."""
+    """The ARGS weight w_ARGS of the same rule (w_ARGS = alpha, see the module docstring)."""
     return alpha_for_kl(reward_std, kl)
 
 

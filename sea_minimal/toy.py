@@ -6,7 +6,7 @@ prompt of token ids. With V = 6 and T = 4 there are V^T = 1296 responses, so eve
 about can be computed exactly:
 
 * pi_ref(y | x) for every y (full forward passes, float64),
-* the KL-regularised optimum pi*(y | x) = pi_ref(y | x) exp(alpha r(y)) / Z(x) for any alpha,
+* the KL-regularised optimum pi*(y | x) = pi_ref(y | x) exp(alpha r(y)) / cal_Z(x) for any alpha,
 * the exact distribution, expected reward and KL of Best-of-N,
 
 and the SAME :class:`~sea_minimal.sampler.SEA` sampler that runs on SmolLM2 runs here (the model is wrapped in a
@@ -15,9 +15,9 @@ can then be compared with pi* directly, e.g. by the total-variation distance.
 
 Conventions
 -----------
-* N = V^T responses, listed by :func:`enumerate_responses` in lexicographic order: the response
+* The V^T responses are listed by :func:`enumerate_responses` in lexicographic order: the response
   (y_0, ..., y_{T-1}) has index sum_t y_t V^(T-1-t) (a base-V number, first token most significant).
-* Distributions over responses are float64 tensors of shape [N] that sum to 1; log-probabilities are in nats.
+* Distributions over responses are float64 tensors of shape [V^T] that sum to 1; log-probabilities are in nats.
 * The reward is a :class:`~sea_minimal.rewards.VocabReward` with ``reduce="sum"``: r(y) = sum_t w[y_t], in the
   units of w. Because it is a sum, all orderings of the same multiset of tokens have the same reward (ties, see
   :func:`best_of_n_probs`), and the best response is the top-weight token repeated T times.
@@ -92,7 +92,7 @@ def build_toy_model(vocab_size: int = 6, seed: int = 0, hidden_size: int = 32, n
 @torch.no_grad()
 def _full_forward_log_pi_ref(model: torch.nn.Module, prompt: list[int], responses: torch.Tensor,
                              batch_size: int = 4096) -> torch.Tensor:
-    """log pi_ref(y | x) [N] float64 by full (non-cached) float64 forwards of [prompt, y] for every row of y."""
+    """log pi_ref(y | x) [V^T] float64 by full (non-cached) float64 forwards of [prompt, y] for every row of y."""
     model64 = copy.deepcopy(model).double()
     prompt_t = torch.as_tensor(prompt, dtype=torch.long)
     P, T = prompt_t.numel(), responses.shape[1]
@@ -120,7 +120,7 @@ def exact_log_pi_ref(world: "ToyWorld") -> torch.Tensor:
 
 
 def reward_levels(rewards: torch.Tensor, decimals: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group equal rewards. Returns (levels [K] ascending float64, level index of each response [N] long).
+    """Group equal rewards. Returns (levels [K] ascending float64, level index of each response [V^T] long).
 
     Rewards are rounded to ``decimals`` first, so sums of the same weights in a different order (equal in
     exact arithmetic, possibly 1 ulp apart in floating point) count as the same level (a tie).
@@ -140,9 +140,9 @@ class ToyWorld:
         reward: ``VocabReward(weights, reduce="sum")``: r(y) = sum_t weights[y_t].
         weights: per-token reward w, float64 [V].
         vocab_size, length: V and T.
-        responses: LongTensor [N, T], N = V^T (see :func:`enumerate_responses`).
-        log_pi_ref: float64 [N], exact log pi_ref(y | x), nats.
-        rewards: float64 [N], r(y).
+        responses: LongTensor [V^T, T] (see :func:`enumerate_responses`).
+        log_pi_ref: float64 [V^T], exact log pi_ref(y | x), nats.
+        rewards: float64 [V^T], r(y).
         best_index: index of the (unique) highest-reward response.
         seed: the model's initialisation seed.
     """
@@ -166,7 +166,7 @@ class ToyWorld:
 
     @property
     def pi_ref(self) -> torch.Tensor:
-        """Exact pi_ref, float64 [N]."""
+        """Exact pi_ref, float64 [V^T]."""
         return self.log_pi_ref.exp()
 
     @property
@@ -185,9 +185,9 @@ class ToyWorld:
 
 def _design_weights(log_pi_ref: torch.Tensor, responses: torch.Tensor, vocab_size: int, target_sigma: float,
                     other_max: float) -> tuple[torch.Tensor, int]:
-    """The reward w [V] float64 and its top token k.
+    """The reward w [V] float64 and its top token v_best.
 
-    k is the token whose all-k response has pi_ref closest (in log) to ``target_sigma``: the best response is
+    v_best is the token whose all-v_best response has pi_ref closest (in log) to ``target_sigma``: the best response is
     rare under pi_ref. The other tokens get weights evenly spaced in [0, other_max], the more pi_ref-probable
     tokens (average marginal over positions) the lower ones, so the reward pulls against pi_ref everywhere.
     """
@@ -215,7 +215,7 @@ def make_toy_world(vocab_size: int = 6, length: int = 4, seed: int = 0, prompt: 
         seed: initialisation seed of the model.
         prompt: token ids of the prompt.
         hidden_size, num_layers, num_heads, init_range: the tiny Llama (see :func:`build_toy_model`).
-        target_sigma: the reward's best response is the all-k response whose pi_ref is closest (in log) to this.
+        target_sigma: the reward's best response is the all-v_best response whose pi_ref is closest (in log) to this.
             Only V candidates exist, so the realised ``world.sigma`` can be far from it (2.3e-5 at the defaults).
         other_max: the largest weight of the non-top tokens (the top token has weight 1).
         weights: give the reward weights [V] directly instead (then target_sigma / other_max are unused).
@@ -251,17 +251,17 @@ def make_toy_world(vocab_size: int = 6, length: int = 4, seed: int = 0, prompt: 
 
 # --------------------------------------------------------------------------------------------- exact maths
 def exact_optimal_policy(world: ToyWorld, alpha: float) -> torch.Tensor:
-    """pi*(y) = pi_ref(y) exp(alpha r(y)) / Z over all V^T responses: float64 [N], sums to 1."""
+    """pi*(y) = pi_ref(y) exp(alpha r(y)) / cal_Z over all V^T responses: float64 [V^T], sums to 1."""
     return torch.softmax(world.log_pi_ref + alpha * world.rewards, dim=0)
 
 
 def expected_reward(p: torch.Tensor, r: torch.Tensor) -> float:
-    """E_p[r] = sum_y p(y) r(y) for p, r [N]; in the reward's units."""
+    """E_p[r] = sum_y p(y) r(y) for p, r [V^T]; in the reward's units."""
     return float((p.double() * r.double()).sum())
 
 
 def kl(p: torch.Tensor, q: torch.Tensor) -> float:
-    """KL(p || q) = sum_y p(y) log(p(y) / q(y)) in nats, for distributions p, q [N] (0 log 0 = 0).
+    """KL(p || q) = sum_y p(y) log(p(y) / q(y)) in nats, for distributions p, q [V^T] (0 log 0 = 0).
 
     Infinite when p puts mass where q has none.
     """
@@ -273,13 +273,13 @@ def kl(p: torch.Tensor, q: torch.Tensor) -> float:
 
 
 def entropy(p: torch.Tensor) -> float:
-    """Shannon entropy of p [N] in nats."""
+    """Shannon entropy of p [V^T] in nats."""
     p = p.double()[p > 0]
     return float(-(p * p.log()).sum())
 
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
-    """``TV(p, q) = (1/2) sum_y |p(y) - q(y)|`` in [0, 1], for distributions p, q [N]."""
+    """``TV(p, q) = (1/2) sum_y |p(y) - q(y)|`` in [0, 1], for distributions p, q [V^T]."""
     return 0.5 * float((p.double() - q.double()).abs().sum())
 
 
@@ -340,7 +340,7 @@ def sample_best_of_n(world: ToyWorld, n: int, trials: int, generator: torch.Gene
 
 
 def best_of_n_probs(pi_ref: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
-    """Exact distribution of the Best-of-n response, float64 [N].
+    """Exact distribution of the Best-of-n response, float64 [V^T].
 
     Let the distinct reward values (levels, ascending) be l_1 < ... < l_K, m_k = pi_ref(r = l_k) and
     F_k = m_1 + ... + m_k the CDF of the reward under pi_ref. The highest reward among n i.i.d. samples is l_k
@@ -364,7 +364,7 @@ def best_of_n_probs(pi_ref: torch.Tensor, rewards: torch.Tensor, n: int) -> torc
 
 
 def best_of_n_distribution(world: ToyWorld, n: int) -> torch.Tensor:
-    """Exact Best-of-n distribution over the world's responses, float64 [N] (see :func:`best_of_n_probs`)."""
+    """Exact Best-of-n distribution over the world's responses, float64 [V^T] (see :func:`best_of_n_probs`)."""
     return best_of_n_probs(world.pi_ref, world.rewards, n)
 
 
@@ -402,7 +402,7 @@ def plugin_kl(token_ids: torch.Tensor, world: ToyWorld) -> float:
 
 
 def sample_stats(world: ToyWorld, token_ids: torch.Tensor, target: torch.Tensor) -> dict:
-    """Summary of samples [num, T] against a target distribution [N]: num, tv (TV(empirical, target)),
+    """Summary of samples [num, T] against a target distribution [V^T]: num, tv (TV(empirical, target)),
     reward (mean r), kl_plugin (:func:`plugin_kl`, nats), p_best (share of samples that are the best response)."""
     ids = world.index_of(token_ids)
     return {"num": int(ids.numel()),
