@@ -454,6 +454,18 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
             "median_n": float(np.median(sizes)), "capped": int(capped)}
 
 
+def equal_compute_sentence(e: dict, where: str = "") -> str:
+    """One markdown bullet that reads an :func:`equal_compute_best_of_n` result: is the method's mean hard reward
+    below, above or not distinguishable from Best-of-N's at the same tokens (by its 95% CI), with both means and the
+    paired difference. ``where`` (e.g. " on gemma3-270m") follows the label."""
+    r = e["reward"]
+    word = "below" if r["high"] < 0 else "above" if r["low"] > 0 else "not distinguishable from"
+    return (f"- **{e['label']}**{where} ({e['n']} prompts): mean hard reward {word} that of Best-of-"
+            f"{e['median_n']:.0f} at the same tokens ({r['mean_a']:.2f} against {r['mean_b']:.2f}; difference "
+            f"{fmt_ci(r['diff'], r['low'], r['high'], 2)})"
+            + (" — too few prompts for a verdict." if e["n"] < MIN_PROMPTS_FOR_VERDICT else "."))
+
+
 def moved_from_start(df: pd.DataFrame) -> pd.DataFrame:
     """Did the optimiser move? Per label of the records that have starting samples (SEA's ``initial_texts`` /
     ``initial_rewards``, e.g. its chains' pi_ref samples): n prompts, the share (%) of final answers that are one of

@@ -342,6 +342,18 @@ def test_equal_compute_best_of_n_reads_n_from_the_tokens_spent():
         analysis.equal_compute_best_of_n(df[df["label"] != "bon"], "sea")
 
 
+def test_equal_compute_sentence_reads_the_interval_and_flags_few_prompts():
+    def result(diff, low, high, n):
+        return {"label": "sea", "n": n, "median_n": 45.0,
+                "reward": {"diff": diff, "low": low, "high": high, "mean_a": 4.33, "mean_b": 8.44}}
+    below = analysis.equal_compute_sentence(result(-4.11, -6.38, -1.79, 10), " on gemma")
+    assert below.startswith("- **sea** on gemma (10 prompts): mean hard reward below that of Best-of-45")
+    assert "(4.33 against 8.44; difference -4.11 [-6.38, -1.79])." in below
+    assert "mean hard reward above" in analysis.equal_compute_sentence(result(1.0, 0.2, 1.8, 10))
+    tied = analysis.equal_compute_sentence(result(0.5, -0.2, 1.2, 3))
+    assert "not distinguishable from" in tied and tied.endswith("too few prompts for a verdict.")
+
+
 def test_moved_from_start_counts_unchanged_answers_and_pairs_final_with_start_rewards():
     rows = []
     for pid in range(4):  # "stuck" returns one of its starting texts; "moved" a new text with reward +1
