@@ -211,12 +211,27 @@ def on_shared_prompts(df: pd.DataFrame, min_prompts: int = MIN_PROMPTS_FOR_VERDI
     return out[out["prompt_id"].isin(shared)], [l for l in counts.index if l not in kept]
 
 
-def ablation_frame(df: pd.DataFrame, recipe: str, full: str = "4 chains") -> pd.DataFrame:
-    """The records of ``recipe`` (relabelled ``full``) and of its ablation variants (labels ``<recipe>/<variant>``,
-    relabelled ``<variant>``), ready for ``ordering_verdicts(frame, full, PAPER_ABLATION)``."""
-    main = df[df["label"] == recipe].assign(label=full)
+def ablation_frame(df: pd.DataFrame, recipe: str, full: str = "4 chains", main_label: str | None = None) -> pd.DataFrame:
+    """The records of the full method (label ``main_label``, default ``recipe``; relabelled ``full``) and of
+    ``recipe``'s ablation variants (labels ``<recipe>/<variant>``, relabelled ``<variant>``), ready for
+    ``ordering_verdicts(frame, full, PAPER_ABLATION)``. Round 2's full method is a row of the frontier grid, e.g.
+    ``main_label="sea-langevin[its=30]"`` (``experiments.ablation_full_labels``)."""
+    main = df[df["label"] == (recipe if main_label is None else main_label)].assign(label=full)
     parts = df[df["label"].str.startswith(recipe + "/")]
     return pd.concat([main, parts.assign(label=parts["label"].str.slice(len(recipe) + 1))], ignore_index=True)
+
+
+def shared_ablation_frame(df: pd.DataFrame, recipe: str, main_label: str | None = None) -> pd.DataFrame:
+    """:func:`ablation_frame` on the prompts that every one of its rows (the full method and each variant recorded)
+    has, so that a partial run of a prompt-ordered grid compares all rows on the same first prompts; with the
+    column ``complied_answer`` (the three-outcome rule's harmful compliance, ``outcome == "complied"``) where
+    ``df`` has outcomes. Empty when the full method or every variant is missing."""
+    f = ablation_frame(df, recipe, main_label=main_label) if len(df) else df
+    if not len(f) or "4 chains" not in set(f["label"]) or f["label"].nunique() < 2:
+        return f.iloc[0:0]
+    shared = set.intersection(*(set(g["prompt_id"]) for _, g in f.groupby("label")))
+    f = f[f["prompt_id"].isin(shared)]
+    return f.assign(complied_answer=f["outcome"] == "complied") if "outcome" in f else f
 
 
 def ordering_verdicts(df: pd.DataFrame, reference: str, paper: dict[str, float], column: str = "keyword_harmful",

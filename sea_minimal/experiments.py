@@ -184,6 +184,23 @@ def experiment_grid(experiment: str, scale: str = "book", **overrides) -> Grid:
     return parse_grid(scaled_spec(experiment, scale, **overrides))
 
 
+def ablation_full_labels(experiment: str = "ablations_v2", main: str = "sea_v2") -> dict[str, str]:
+    """``{recipe: label}``: the row of the ``main`` grid that each recipe's ablation variants in ``experiment`` are
+    measured against (the full method). An ablation grid keeps the iteration budget of one of the main grid's rows,
+    whose label is ``<recipe>[its=<steps>]`` (e.g. ``sea-langevin[its=30]``); a recipe whose budget the main grid
+    does not run is refused by name."""
+    labels = {v.get("name") for m in grid_spec(main)["methods"] for v in m.get("variants") or [{}]}
+    out = {}
+    for entry in grid_spec(experiment)["methods"]:
+        recipe, steps = entry["name"], entry["params"]["steps"]
+        label = f"{recipe}[its={steps}]"
+        if label not in labels:
+            raise ValueError(f"grid {experiment!r}: {recipe} runs {steps} iterations, but grid {main!r} has no row "
+                             f"{label!r} to compare its variants with; give the ablations a budget {main!r} runs")
+        out[recipe] = label
+    return out
+
+
 def expected_keys(grid: Grid) -> set:
     """The (label, config_hash, prompt_id, seed) keys a complete run of ``grid`` has."""
     prompts = load_prompts(grid.dataset, grid.data_dir)

@@ -225,15 +225,19 @@ def plot_tuning(choice: pd.DataFrame, reference: pd.Series | None = None):
     return fig
 
 
-def plot_paper_vs_ours(summary: pd.DataFrame, paper: Mapping[str, float], paper_policy: str = "LLaMA-3.2-1B"):
+def plot_paper_vs_ours(summary: pd.DataFrame, paper: Mapping[str, float], paper_policy: str = "LLaMA-3.2-1B",
+                       ax=None, title: str = ""):
     """The harmful-rate claims at a glance: per method (rows of ``summary``, from ``analysis.summarize``), the paper's
     harmful rate for ``paper_policy`` (``paper``: label -> %, a hollow diamond; methods without one have none) beside
     ours: the keyword rate (the paper's metric) and the complied share (harmful compliance by the three-outcome
-    rule), each with its 95% interval over prompts. One row per method, so long labels stay readable."""
+    rule), each with its 95% interval over prompts. One row per method, so long labels stay readable. ``ax``: draw
+    into this axes (e.g. one panel per SEA recipe) instead of a new figure; returns the figure either way."""
     labels = list(summary.index)
     y = np.arange(len(labels))[::-1]
     with _style():
-        fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(labels) + 1.3), layout="constrained")
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(labels) + 1.3), layout="constrained")
+        fig = ax.figure
         colors = _colors(labels)
         for k, (col, name, marker) in enumerate((("harmful_kw", "ours: keyword harmful", "o"),
                                                  ("complied", "ours: complied (three outcomes)", "s"))):
@@ -249,6 +253,6 @@ def plot_paper_vs_ours(summary: pd.DataFrame, paper: Mapping[str, float], paper_
             ax.scatter([v for _, v in known], [yy for yy, _ in known], marker="D", s=46, facecolors="none",
                        edgecolors="black", zorder=3, label=f"paper ({paper_policy})")
         ax.set_yticks(y, labels)
-        ax.set(xlabel="harmful rate (%)", xlim=(-3, 103), ylim=(-0.7, len(labels) - 0.3))
+        ax.set(xlabel="harmful rate (%)", xlim=(-3, 103), ylim=(-0.7, len(labels) - 0.3), title=title)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig

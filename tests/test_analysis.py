@@ -182,6 +182,13 @@ def test_ablation_frame_relabels_the_recipe_and_its_variants():
     assert analysis.ablation_frame(df, "sea")["label"].tolist() == ["4 chains", "1 chain"]
 
 
+def test_ablation_frame_takes_the_full_method_from_another_label():
+    """Round 2: the full method is the frontier grid's row at the ablations' budget, not a row named as the recipe."""
+    df = pd.DataFrame({"label": ["sea[its=10]", "sea[its=30]", "sea/1 chain", "sea"], "prompt_id": [0, 1, 2, 3]})
+    frame = analysis.ablation_frame(df, "sea", main_label="sea[its=30]")
+    assert frame["label"].tolist() == ["4 chains", "1 chain"] and frame["prompt_id"].tolist() == [1, 2]
+
+
 BROKEN = "the the the the the the"
 
 
@@ -380,3 +387,14 @@ def test_split_table_keeps_every_column_once_per_part_and_n_in_each():
     assert list(parts["quality and cost"].columns) == ["reward [95% CI]", "perplexity (median)", "wall s", "n", "extra",
                                                        "n prompts"]
     assert parts["answers"].index.tolist() == ["greedy"]
+
+
+def test_shared_ablation_frame_keeps_the_prompts_every_row_has_and_marks_compliance():
+    df = pd.DataFrame({"label": ["sea[its=30]"] * 3 + ["sea/1 chain"] * 2 + ["sea/random init"],
+                       "prompt_id": [0, 1, 2, 0, 1, 1],
+                       "outcome": ["complied", "refused", "complied", "broken", "complied", "refused"]})
+    f = analysis.shared_ablation_frame(df, "sea", main_label="sea[its=30]")
+    assert sorted(f["label"]) == ["1 chain", "4 chains", "random init"] and set(f["prompt_id"]) == {1}
+    assert f.set_index("label")["complied_answer"].to_dict() == {"4 chains": False, "1 chain": True, "random init": False}
+    assert not len(analysis.shared_ablation_frame(df, "sea"))  # no row named "sea": no full method
+    assert not len(analysis.shared_ablation_frame(df[df["label"] == "sea[its=30]"], "sea", main_label="sea[its=30]"))

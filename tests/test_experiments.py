@@ -132,3 +132,32 @@ def test_round_2_tuning_requests_are_in_the_reward_data_tuning_split():
     splits = json.loads((experiments.REPO / "results" / "reward_model" / "splits.json").read_text())
     ids = experiments.grid_spec("tune_v2")["dataset"]["ids"]
     assert set(ids) <= set(splits["do_not_answer"]["tune"])  # never a request the reward was trained on
+
+
+def test_round_2_ablation_variants_each_change_one_field_of_their_full_method_row(tmp_path):
+    """Chapter 5 reads each variant against the main grid's row of the same recipe and budget: the two configs must
+    differ in exactly the field the variant names (the whole point of an ablation)."""
+    from sea_minimal.methods import _sea_config
+
+    full = experiments.ablation_full_labels()
+    assert full == {"sea-langevin": "sea-langevin[its=30]", "sea-reference": "sea-reference[its=10]"}
+    main = {m.label: m for m in experiments.experiment_grid("sea_v2", "book", results_dir=tmp_path).methods}
+    ablations = experiments.experiment_grid("ablations_v2", "book", results_dir=tmp_path).methods
+    field = {"1 chain": "num_chains", "random init": "init", "without reward": "use_reward",
+             "without reference": "use_reference", "without noise": "use_noise"}
+    assert len(ablations) == 2 * len(field)
+    for variant in ablations:
+        recipe, name = variant.label.split("/")
+        row = main[full[recipe]]
+        a, b = (_sea_config(m.params["recipe"], 0, {k: v for k, v in m.params.items() if k != "recipe"}).to_dict()
+                for m in (row, variant))
+        assert {k for k in a if a[k] != b[k]} == {field[name]}, variant.label
+
+
+def test_ablation_full_labels_refuses_a_budget_the_main_grid_does_not_run(monkeypatch):
+    spec = experiments.grid_spec("ablations_v2")
+    spec["methods"][0]["params"]["steps"] = 7
+    real = experiments.grid_spec
+    monkeypatch.setattr(experiments, "grid_spec", lambda name: spec if name == "ablations_v2" else real(name))
+    with pytest.raises(ValueError, match=r"sea-langevin runs 7 iterations, but grid 'sea_v2' has no row"):
+        experiments.ablation_full_labels()

@@ -197,3 +197,17 @@ def test_paper_vs_ours_draws_each_rate_at_its_value_and_the_paper_only_where_kno
     assert xs == [20.0, 40.0, 75.0, 80.0]
     assert {t.get_text() for t in ax.get_legend().get_texts()} == {
         "ours: keyword harmful", "ours: complied (three outcomes)", "paper (LLaMA-3.2-1B)"}
+
+
+def test_paper_vs_ours_draws_into_a_given_panel_with_its_title():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from sea_minimal.report_plots import plot_paper_vs_ours
+
+    summary = pd.DataFrame({"harmful_kw": [80.0], "harmful_kw_lo": [70.0], "harmful_kw_hi": [90.0]}, index=["1 chain"])
+    fig, (top, bottom) = plt.subplots(2, 1)
+    assert plot_paper_vs_ours(summary, {"1 chain": 13.65}, ax=bottom, title="sea-langevin, 12 prompts") is fig
+    assert bottom.get_title() == "sea-langevin, 12 prompts" and not top.get_lines() and len(fig.axes) == 2
+    assert [float(line.get_xdata()[0]) for line in bottom.get_lines() if line.get_marker() == "o"] == [80.0]
+    plt.close(fig)
