@@ -372,7 +372,12 @@ def test_sea_batched_with_model_rewards(tiny_policy, make_reward, recipe, one_th
     """A head on the policy's backbone (read from the batched forward), a separate reward model and the contrast
     reward (its two prompt caches per prompt, its log pi_ref shared with the energy) all batch like one prompt."""
     sea = SEA(tiny_policy, make_reward(tiny_policy), RECIPES[recipe](length=5, steps=4))
-    assert_same_runs(sea.run(PROMPTS, progress=False), sea.run(PROMPTS, progress=False, batch_size=4))
+    # The contrast reward is a difference of two sums of log-probabilities, each read over left-padded rows: float32
+    # rounding of those sums differs between the batched and the one-prompt forward by up to 1.2e-4 on some CPUs
+    # (measured on 2026-12-07's CI machine; texts, selections and iterations stay identical), so its energy gets the
+    # bundled model's bound. A wrong mask or position id moves energies by orders of magnitude more.
+    atol = 5e-4 if make_reward is contrast_reward else 1e-4
+    assert_same_runs(sea.run(PROMPTS, progress=False), sea.run(PROMPTS, progress=False, batch_size=4), atol=atol)
 
 
 def test_sea_batched_seeds_are_per_prompt(tiny_policy, tiny_reward, one_thread):
