@@ -229,8 +229,7 @@ def shared_ablation_frame(df: pd.DataFrame, recipe: str, main_label: str | None 
     f = ablation_frame(df, recipe, main_label=main_label) if len(df) else df
     if not len(f) or "4 chains" not in set(f["label"]) or f["label"].nunique() < 2:
         return f.iloc[0:0]
-    shared = set.intersection(*(set(g["prompt_id"]) for _, g in f.groupby("label")))
-    f = f[f["prompt_id"].isin(shared)]
+    f, _ = on_shared_prompts(f, min_prompts=0)
     return f.assign(complied_answer=f["outcome"] == "complied") if "outcome" in f else f
 
 
