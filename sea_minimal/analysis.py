@@ -435,8 +435,11 @@ def _best_of_first_pick(rec, n: int, limit: float) -> tuple[float, str]:
     return float(cand["reward"]), answer_outcome(prefill + cand["text"], cand.get("logp_ref_per_token", float("nan")), limit)
 
 
+EQUAL_COST_COLUMNS = {"tokens": ("compute_forward_tokens", "compute_backward_tokens"), "wall time": ("compute_wall_time",)}
+
+
 def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon",
-                            limit: float = FLUENCY_LIMIT) -> dict:
+                            limit: float = FLUENCY_LIMIT, cost: str = "tokens") -> dict:
     """``label``'s records against Best-of-N at the same compute, paired over the prompts both have.
 
     For each prompt, N is the ``label`` record's forward+backward tokens divided by the Best-of-M record's tokens per
@@ -444,7 +447,14 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
     (:func:`best_of_first`). Returns {``reward``: paired difference of the hard reward (label - Best-of-N) with its
     95% CI, ``refused``: the same for the refused share (points), ``n`` prompts, ``median_n`` (the typical N),
     ``capped`` (prompts where N hit M)}: the frontier's claim "continuous optimisation beats discrete search at equal
-    compute", measured."""
+    compute", measured.
+
+    ``cost="wall time"`` matches the records' seconds (``compute_wall_time``) instead of tokens: Best-of-N's time is
+    taken as N / M of the Best-of-M record's, which holds where sampling and scoring run in batches that grow
+    linearly in N (a CPU); both records' times must come from comparable machines and loads."""
+    if cost not in EQUAL_COST_COLUMNS:
+        raise ValueError(f"unknown cost {cost!r}. Fix: pass one of {sorted(EQUAL_COST_COLUMNS)}.")
+    columns = list(EQUAL_COST_COLUMNS[cost])
     sea = df[df["label"] == label].set_index("prompt_id")
     bon = df[df["label"] == bon_label].set_index("prompt_id")
     common = sea.index.intersection(bon.index)
@@ -454,8 +464,8 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
     for pid in common:
         s, b = sea.loc[pid], bon.loc[pid]
         m = len(b["candidates"])
-        per_sample = float(b["compute_forward_tokens"] + b["compute_backward_tokens"]) / m
-        n = int(min(m, max(1, (s["compute_forward_tokens"] + s["compute_backward_tokens"]) // per_sample)))
+        per_sample = float(sum(b[c] for c in columns)) / m
+        n = int(min(m, max(1, float(sum(s[c] for c in columns)) // per_sample)))
         sizes.append(n)
         capped += n == m
         reward, result = _best_of_first_pick(b, n, limit)
@@ -465,7 +475,7 @@ def equal_compute_best_of_n(df: pd.DataFrame, label: str, bon_label: str = "bon"
     reward.update(mean_a=float(a[:, 0].mean()), mean_b=float(a[:, 1].mean()))
     refused.update(mean_a=float(100 * a[:, 2].mean()), mean_b=float(100 * a[:, 3].mean()))
     return {"label": label, "reward": reward, "refused": refused, "n": len(common),
-            "median_n": float(np.median(sizes)), "capped": int(capped)}
+            "median_n": float(np.median(sizes)), "capped": int(capped), "cost": cost}
 
 
 def equal_compute_sentence(e: dict, where: str = "") -> str:
@@ -475,7 +485,7 @@ def equal_compute_sentence(e: dict, where: str = "") -> str:
     r = e["reward"]
     word = "below" if r["high"] < 0 else "above" if r["low"] > 0 else "not distinguishable from"
     return (f"- **{e['label']}**{where} ({e['n']} prompts): mean hard reward {word} that of Best-of-"
-            f"{e['median_n']:.0f} at the same tokens ({r['mean_a']:.2f} against {r['mean_b']:.2f}; difference "
+            f"{e['median_n']:.0f} at the same {e.get('cost', 'tokens')} ({r['mean_a']:.2f} against {r['mean_b']:.2f}; difference "
             f"{fmt_ci(r['diff'], r['low'], r['high'], 2)})"
             + (" — too few prompts for a verdict." if e["n"] < MIN_PROMPTS_FOR_VERDICT else "."))
 
@@ -621,6 +631,64 @@ def stabilisation_ci(curves: np.ndarray, tol: float = 0.1, n_boot: int = 2000, a
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2]) if draws.size else (np.nan, np.nan)
     return {"estimate": stabilisation_iteration(curves.mean(axis=0), tol), "low": float(low), "high": float(high),
             "n": int(curves.shape[0])}
+
+
+def cost_per_label(df: pd.DataFrame) -> pd.DataFrame:
+    """Time against compute per method, from records (``runner.load_results`` columns, e.g. after
+    :func:`with_best_of_first`): one row per label, in the records' label order, with ``prompts``, mean forward+backward
+    ``tokens`` per prompt, mean and median wall time per prompt (``wall_s``, ``wall_s_median``; the method call as the
+    runner timed it) and ``s_per_1k_tokens`` (mean seconds over mean tokens, x 1000)."""
+    if not len(df):
+        return pd.DataFrame(columns=["prompts", "tokens", "wall_s", "wall_s_median", "s_per_1k_tokens"])
+    f = df.assign(tokens=df["compute_forward_tokens"] + df["compute_backward_tokens"])
+    per = (f.groupby("label", sort=False)
+           .agg(prompts=("prompt_id", "nunique"), tokens=("tokens", "mean"), wall_s=("compute_wall_time", "mean"),
+                wall_s_median=("compute_wall_time", "median"))
+           .reindex([l for l in ordered_labels(f) if l in set(f["label"])]))
+    return per.assign(s_per_1k_tokens=1000 * per["wall_s"] / per["tokens"])
+
+
+def stabilisation_table(long: pd.DataFrame, tol: float = 0.1, by: int = 30, last: int = 10) -> tuple[pd.DataFrame, dict]:
+    """How fast each label's best-so-far reward settles. ``long``: :func:`best_so_far` rows (label, prompt_id,
+    iteration, reward_best_so_far). Returns (table, marks): per label the prompts, the iterations recorded, the mean
+    curve's value at the first and last iteration, its stabilisation iteration (:func:`stabilisation_iteration`, None
+    when flat) with a bootstrap CI over prompts, the per-prompt median stabilisation iteration, the share of prompts
+    settled by iteration ``by``, the mean curve's gain after ``by`` and over its ``last`` iterations; marks maps label
+    -> the mean curve's stabilisation iteration.
+
+    The stabilisation iteration is measured against the last value recorded, so a run stopped while its curve still
+    rises settles "by" its own end: the gain over the last iterations says whether it had."""
+    marks, rows = {}, []
+    for label in ordered_labels(long) if len(long) else []:
+        g = long[long["label"] == label]
+        curve = g.groupby("iteration")["reward_best_so_far"].mean()
+        marks[label] = stabilisation_iteration(curve.values, tol)
+        ci = stabilisation_ci(g.pivot(index="prompt_id", columns="iteration", values="reward_best_so_far").values, tol)
+        per_prompt = [stabilisation_iteration(p.sort_values("iteration")["reward_best_so_far"].values, tol)
+                      for _, p in g.groupby("prompt_id")]
+        per_prompt = [p for p in per_prompt if p is not None]
+        rows.append({"recipe": label, "prompts": g["prompt_id"].nunique(), "iterations": int(g["iteration"].max()) + 1,
+                     "first": float(curve.iloc[0]), "last": float(curve.iloc[-1]),
+                     "stabilises at (mean curve)": marks[label],
+                     "95% CI (bootstrap over prompts)": f"[{ci['low']:.0f}, {ci['high']:.0f}]",
+                     "per prompt: median": float(np.median(per_prompt)) if per_prompt else None,
+                     f"per prompt: share by {by}": float(np.mean([p <= by for p in per_prompt])) if per_prompt else None,
+                     f"gain after {by} (mean curve)": float(curve.iloc[-1] - curve.iloc[min(by, len(curve) - 1)]),
+                     f"gain over the last {last}": float(curve.iloc[-1] - curve.iloc[max(len(curve) - 1 - last, 0)])})
+    return (pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()), marks
+
+
+def largest_budget_label(df: pd.DataFrame, recipe: str, min_prompts: int = MIN_PROMPTS_FOR_VERDICT) -> str | None:
+    """The label ``<recipe>[its=K]`` of ``df`` (records or a frame with label and prompt_id) with the largest K among
+    those recorded on at least ``min_prompts`` prompts; None when there is none. Round 2 runs each recipe at several
+    iteration budgets (grids/advbench_v2_sea.yaml), so this is the longest trajectory a claim can rest on."""
+    if not len(df):
+        return None
+    counts = df.groupby("label")["prompt_id"].nunique()
+    budgets = {l: int(l[len(recipe) + 5:-1]) for l in counts.index
+               if l.startswith(recipe + "[its=") and l.endswith("]") and l[len(recipe) + 5:-1].isdigit()
+               and counts[l] >= min_prompts}
+    return max(budgets, key=budgets.get, default=None)
 
 
 def without_rewrite(df: pd.DataFrame) -> pd.DataFrame:

@@ -201,6 +201,30 @@ def plot_frontier(front: pd.DataFrame):
     return fig
 
 
+def plot_cost(per: pd.DataFrame, panels: Mapping[str, str], log_y: Sequence[str] = ()):
+    """Cost against compute: one panel per column of ``panels`` ({column: y-axis label}), each method (index of
+    ``per``, with a ``tokens`` column of forward+backward tokens per prompt) a point in its book colour and marker,
+    against tokens on a log axis; Best-of-N sizes are joined by a line. Columns in ``log_y`` get a log y-axis."""
+    from .plotting import method_family, method_marker
+
+    colors = _colors(per.index)  # iteration budgets of one recipe: shades of its colour
+    with _style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(min(BOOK_WIDTH_IN, 5.0 * len(panels)), 3.9),
+                                 layout="constrained", squeeze=False)
+        for ax, (column, ylabel) in zip(axes[0], panels.items()):
+            bon = per[[method_family(l) == "bon" for l in per.index]].sort_values("tokens")
+            if len(bon) > 1:
+                ax.plot(bon["tokens"], bon[column], color=method_color(bon.index[-1]), lw=1, zorder=1)
+            for label, r in per.iterrows():
+                ax.scatter(r["tokens"], r[column], color=colors[label], marker=method_marker(label), label=label,
+                           zorder=2)
+            ax.set(xscale="log", xlabel="forward + backward tokens per prompt", ylabel=ylabel)
+            if column in log_y:
+                ax.set_yscale("log")
+        axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
 def plot_tuning(choice: pd.DataFrame, reference: pd.Series | None = None):
     """The tuning rule at a glance: each setting's mean hard reward against its broken rate (%), one marker per
     recipe, chosen settings filled, the broken limit as a dashed line and the ``reference`` row (pi_ref's samples,

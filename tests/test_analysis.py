@@ -347,6 +347,41 @@ def test_equal_compute_best_of_n_reads_n_from_the_tokens_spent():
     assert capped["median_n"] == 4 and capped["capped"] == 4 and capped["reward"]["diff"] == pytest.approx(-1.5)
     with pytest.raises(ValueError, match="share no prompt"):
         analysis.equal_compute_best_of_n(df[df["label"] != "bon"], "sea")
+    # at equal wall time: the Best-of-4 record took 40 s (10 s a sample), "sea" 31 s -> Best-of-3 (reward 2.0)
+    timed = df.assign(compute_wall_time=np.where(df["label"] == "bon", 40.0, 31.0))
+    by_time = analysis.equal_compute_best_of_n(timed, "sea", cost="wall time")
+    assert by_time["median_n"] == 3 and by_time["cost"] == "wall time"
+    assert by_time["reward"]["diff"] == pytest.approx(-0.5) and by_time["reward"]["mean_b"] == pytest.approx(2.0)
+    assert "at the same wall time" in analysis.equal_compute_sentence(by_time)
+    assert analysis.equal_compute_best_of_n(timed, "sea")["median_n"] == 2  # tokens ignore the times
+    with pytest.raises(ValueError, match="unknown cost 'flops'"):
+        analysis.equal_compute_best_of_n(df, "sea", cost="flops")
+
+
+def test_stabilisation_table_and_the_longest_recorded_budget():
+    rows = []
+    for label, stop in (("fast", 5), ("slow", 35)):  # each prompt's best-so-far reward rises linearly to `stop`, then flat
+        for pid in range(10):
+            for it in range(50):
+                rows.append({"label": label, "prompt_id": pid, "iteration": it, "reward_best_so_far": float(min(it, stop))})
+    table, marks = analysis.stabilisation_table(pd.DataFrame(rows), tol=0.1, by=30)
+    assert marks == {"fast": 5, "slow": 32}  # within 10% of the rise of the end: 0.5 and 3.5 below it
+    assert table.loc["fast", "per prompt: share by 30"] == 1.0 and table.loc["slow", "per prompt: share by 30"] == 0.0
+    assert table.loc["slow", "gain after 30 (mean curve)"] == pytest.approx(5.0) and table.loc["fast", "prompts"] == 10
+    assert table.loc["slow", "iterations"] == 50 and table.loc["slow", "95% CI (bootstrap over prompts)"] == "[32, 32]"
+    assert table.loc["slow", "first"] == 0.0 and table.loc["slow", "last"] == 35.0
+    assert table.loc["slow", "gain over the last 10"] == 0.0  # flat from 35 on: settled
+    cut, _ = analysis.stabilisation_table(pd.DataFrame(rows).query("iteration < 30"), tol=0.1)
+    assert cut.loc["slow", "stabilises at (mean curve)"] == 27  # a run stopped while rising "settles" by its own end ...
+    assert cut.loc["slow", "gain over the last 10"] == 10.0  # ... and its last iterations show that it had not
+    empty, none = analysis.stabilisation_table(pd.DataFrame(columns=["label", "prompt_id", "iteration", "reward_best_so_far"]))
+    assert empty.empty and none == {}
+    runs = pd.DataFrame([{"label": l, "prompt_id": p} for l, n in
+                         (("sea-x[its=10]", 12), ("sea-x[its=100]", 12), ("sea-x[its=300]", 3), ("sea-xy[its=500]", 12))
+                         for p in range(n)])
+    assert analysis.largest_budget_label(runs, "sea-x") == "sea-x[its=100]"  # 300 has too few prompts; sea-xy is another recipe
+    assert analysis.largest_budget_label(runs, "sea-x", min_prompts=3) == "sea-x[its=300]"
+    assert analysis.largest_budget_label(runs, "sea-z") is None and analysis.largest_budget_label(runs.iloc[0:0], "sea-x") is None
 
 
 def test_equal_compute_sentence_reads_the_interval_and_flags_few_prompts():

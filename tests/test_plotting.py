@@ -132,6 +132,31 @@ def test_frontier_joins_each_family_in_budget_order():
     plt.close(fig)
 
 
+def test_cost_plot_places_each_method_and_joins_best_of_n():
+    import pandas as pd
+
+    from sea_minimal import analysis
+    from sea_minimal.plotting import method_color
+    from sea_minimal.report_plots import plot_cost
+
+    records = pd.DataFrame([{"label": label, "prompt_id": p, "compute_forward_tokens": tokens, "compute_backward_tokens": 0,
+                             "compute_wall_time": seconds + p} for label, tokens, seconds in
+                            (("bon[n=4]", 400, 4.0), ("bon[n=16]", 1600, 16.0), ("sea-langevin[its=30]", 3000, 60.0))
+                            for p in range(2)])
+    per = analysis.cost_per_label(records)
+    assert per.index.tolist() == ["bon[n=4]", "bon[n=16]", "sea-langevin[its=30]"]
+    assert per.loc["bon[n=16]", "wall_s"] == 16.5 and per.loc["sea-langevin[its=30]", "s_per_1k_tokens"] == pytest.approx(20.1667, rel=1e-4)
+    assert analysis.cost_per_label(records.iloc[0:0]).empty
+    fig = plot_cost(per, {"wall_s": "wall time (s)", "s_per_1k_tokens": "s per 1k tokens"}, log_y=("wall_s",))
+    left, right = fig.axes[:2]
+    assert left.get_yscale() == "log" and right.get_yscale() == "linear" and left.get_xscale() == "log"
+    assert [line.get_xdata().tolist() for line in left.get_lines()] == [[400.0, 1600.0]]  # Best-of-N joined, SEA alone
+    sea = [c for c in left.collections if c.get_label() == "sea-langevin[its=30]"][0]
+    assert sea.get_offsets().tolist() == [[3000.0, 60.5]]  # mean of 60 s and 61 s
+    assert tuple(sea.get_facecolor()[0][:3]) == pytest.approx(method_color("sea-langevin[its=30]"))  # alone: its family's colour
+    plt.close(fig)
+
+
 def test_tuning_plot_fills_only_the_chosen_setting():
     import pandas as pd
 
