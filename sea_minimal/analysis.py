@@ -121,8 +121,13 @@ def summarize(df: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFr
 
 
 def fmt_ci(est: float, lo: float, hi: float, digits: int = 1) -> str:
-    """An estimate and its 95% interval as "57.5 [40.0, 72.5]" (percentages: 1 decimal, the default)."""
-    return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    """An estimate and its 95% interval as "57.5 [40.0, 72.5]" (percentages: 1 decimal, the default); a value that
+    rounds to zero is written without a sign ("0", not "-0")."""
+    def num(x: float) -> str:
+        text = f"{x:.{digits}f}"
+        return text.lstrip("-") if float(text) == 0 else text
+
+    return f"{num(est)} [{num(lo)}, {num(hi)}]"
 
 
 def main_table(summary: pd.DataFrame, paper_key: dict[str, str], paper_policy: str = "LLaMA-3.2-1B",
@@ -795,6 +800,33 @@ def front_share(per_position: pd.DataFrame, value: str, first: int = 5) -> pd.Se
     tot = per_position.groupby("label")[value].sum()
     head = per_position[per_position["position"] < first].groupby("label")[value].sum()
     return (head / tot).rename(f"share in first {first} positions")
+
+
+def position_summary(df: pd.DataFrame, front: int = 5, base_label: str = "greedy") -> tuple[pd.DataFrame, dict]:
+    """Where along the response each method's answer differs from the base policy's greedy answer (``base_label``).
+
+    Returns (table, profiles). The table has one row per label, each a mean over its records
+    (:func:`front_change_share`, so one long answer, e.g. a rewrite, weighs as much as any other): the share of its
+    token changes in the first ``front`` positions, the even spread front / length, and the share of positions
+    changed; then SEA's share of KL(Z_0 || Z_final) in the first ``front`` positions (NaN for the discrete methods),
+    the median first position that differs and the share of prompts whose first change comes before ``front``.
+    profiles holds the per-position frames ``change`` (:func:`position_change` over the base answers' length ``T``)
+    and ``kl`` (:func:`sea_kl_by_position`), and ``T``."""
+    base = df[df["label"] == base_label]
+    T = max((len(r["candidates"][r["selected"]]["token_ids"]) for _, r in base.iterrows()), default=0)
+    change, kl = position_change(df, base_label=base_label, length=T or None), sea_kl_by_position(df)
+    per = front_change_share(df, front, base_label)
+    if not len(per):
+        return pd.DataFrame(), {"change": change, "kl": kl, "T": T}
+    table = per.groupby("label").agg(**{"share of token changes": ("front_share", "mean"),
+                                        "even spread": ("even", "mean"),
+                                        "mean share of positions changed": ("changed", "mean")})
+    table["share of KL"] = front_share(kl, "kl", front) if len(kl) else np.nan
+    first = first_change(df, base_label)
+    table["first change: median position"] = first.groupby("label")["first_change"].median()
+    table[f"first change before position {front}"] = first.groupby("label")["first_change"].apply(
+        lambda x: float((x.dropna() < front).mean()))
+    return table.reindex([l for l in ordered_labels(df) if l in table.index]), {"change": change, "kl": kl, "T": T}
 
 
 # ---------------------------------------------------------------------------------------------- prefilling

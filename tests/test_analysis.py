@@ -99,6 +99,18 @@ def test_trajectories_position_change_and_kl():
     kl = analysis.sea_kl_by_position(df)
     assert kl["kl"].tolist() == [0.0, 1.0, 3.0] and kl["kl_share"].sum() == pytest.approx(1.0)
     assert analysis.front_share(kl, "kl", first=2)["sea"] == pytest.approx(0.25)
+    # the summary table: a discrete method "bon" that differs from greedy from position 0 on, beside SEA
+    both = pd.concat([df, pd.DataFrame([record("bon", 0, "z", 0.5, [7, 8, 9, 4])])], ignore_index=True)
+    table, prof = analysis.position_summary(both, front=2)
+    assert table.index.tolist() == ["sea", "bon"] and prof["T"] == 3 and set(prof["kl"]["label"]) == {"sea"}
+    assert prof["change"].groupby("label")["position"].max().eq(2).all()  # profiles over greedy's 3 positions
+    assert table.loc["sea", "share of token changes"] == 1.0 and table.loc["bon", "share of token changes"] == 0.5
+    assert table.loc["sea", "share of KL"] == pytest.approx(0.25) and np.isnan(table.loc["bon", "share of KL"])
+    assert table.loc["bon", "first change: median position"] == 0 and table.loc["sea", "first change before position 2"] == 1.0
+    assert table.loc["bon", "mean share of positions changed"] == 1.0  # 4 of its 4 positions
+    assert table.loc["sea", "mean share of positions changed"] == pytest.approx(1 / 3)
+    assert table["even spread"].tolist() == pytest.approx([2 / 3, 2 / 4])  # front / each answer's own length
+    assert analysis.position_summary(df[df["label"] == "sea"])[0].empty  # no base answer: nothing to compare
 
 
 def test_pick_recipe_prefers_fluent_then_lower_harm():
@@ -433,3 +445,9 @@ def test_shared_ablation_frame_keeps_the_prompts_every_row_has_and_marks_complia
     assert f.set_index("label")["complied_answer"].to_dict() == {"4 chains": False, "1 chain": True, "random init": False}
     assert not len(analysis.shared_ablation_frame(df, "sea"))  # no row named "sea": no full method
     assert not len(analysis.shared_ablation_frame(df[df["label"] == "sea[its=30]"], "sea", main_label="sea[its=30]"))
+
+
+def test_fmt_ci_rounds_and_drops_the_sign_of_zero():
+    assert analysis.fmt_ci(57.5, 40.0, 72.5) == "57.5 [40.0, 72.5]"
+    assert analysis.fmt_ci(-1.2, -2.4, -0.3, 0) == "-1 [-2, 0]"  # -0.3 rounds to 0: no "-0"
+    assert analysis.fmt_ci(-0.04, -0.5, 0.2, 1) == "0.0 [-0.5, 0.2]"
