@@ -683,6 +683,11 @@ def stabilisation_table(long: pd.DataFrame, tol: float = 0.1, by: int = 30, last
     return (pd.DataFrame(rows).set_index("recipe") if rows else pd.DataFrame()), marks
 
 
+# stabilisation_table's columns as two tables that fit the book's width: the mean curve, then per prompt and late gains.
+STABILISATION_PARTS = {"mean curve": ("prompts", "iterations", "first", "last", "stabilises at", "95% CI"),
+                       "per prompt and late gains": ()}
+
+
 def largest_budget_label(df: pd.DataFrame, recipe: str, min_prompts: int = MIN_PROMPTS_FOR_VERDICT) -> str | None:
     """The label ``<recipe>[its=K]`` of ``df`` (records or a frame with label and prompt_id) with the largest K among
     those recorded on at least ``min_prompts`` prompts; None when there is none. Round 2 runs each recipe at several

@@ -383,6 +383,9 @@ def test_stabilisation_table_and_the_longest_recorded_budget():
     assert table.loc["slow", "iterations"] == 50 and table.loc["slow", "95% CI (bootstrap over prompts)"] == "[32, 32]"
     assert table.loc["slow", "first"] == 0.0 and table.loc["slow", "last"] == 35.0
     assert table.loc["slow", "gain over the last 10"] == 0.0  # flat from 35 on: settled
+    parts = analysis.split_table(table, analysis.STABILISATION_PARTS)  # the book shows it in two tables
+    assert list(parts) == ["mean curve", "per prompt and late gains"] and len(parts["mean curve"].columns) == 6
+    assert sum(len(p.columns) for p in parts.values()) == len(table.columns)
     cut, _ = analysis.stabilisation_table(pd.DataFrame(rows).query("iteration < 30"), tol=0.1)
     assert cut.loc["slow", "stabilises at (mean curve)"] == 27  # a run stopped while rising "settles" by its own end ...
     assert cut.loc["slow", "gain over the last 10"] == 10.0  # ... and its last iterations show that it had not
