@@ -852,6 +852,52 @@ def attack_success(df: pd.DataFrame, judge: str = "keyword_harmful") -> pd.DataF
     return pd.DataFrame(rows).sort_values(["method", "prefill_words"]).reset_index(drop=True)
 
 
+def prefill_frame(attacked: pd.DataFrame, unattacked: pd.DataFrame, as_method: Mapping[str, str]) -> pd.DataFrame:
+    """The records of a prefilling-attack grid (labels ``<method>@<k>w``) joined with each attacked method's
+    unattacked run, relabelled ``<method>@0w``. ``as_method`` maps a label of ``unattacked`` to the attacked method it
+    stands for, e.g. ``{"sea-langevin[its=30]": "sea-langevin"}``; methods that were not attacked are left out."""
+    attacked_methods = {split_prefill_label(label)[0] for label in attacked["label"]} if len(attacked) else set()
+    keep = [label for label, method in as_method.items() if method in attacked_methods]
+    base = unattacked[unattacked["label"].isin(keep)] if len(unattacked) else unattacked
+    base = base.assign(label=base["label"].map(as_method) + "@0w") if len(base) else base
+    return pd.concat([base, attacked], ignore_index=True)
+
+
+def shared_attack_records(judged: pd.DataFrame, min_prompts: int = MIN_PROMPTS_FOR_VERDICT) -> tuple[pd.DataFrame, list[str]]:
+    """A prefilling-attack frame (labels ``<method>@<k>w``, e.g. from :func:`prefill_frame`) restricted to the
+    methods recorded at every prefill length on at least ``min_prompts`` prompts (all methods with a complete prompt
+    when fewer than two have that many, as at smoke scale), and to the prompts every kept method has at every length:
+    each curve of the attack figure then rests on the same prompts. Returns (records, methods held back)."""
+    if not len(judged):
+        return judged, []
+    methods = judged["label"].map(lambda label: split_prefill_label(label)[0])
+    lengths = judged["label"].map(lambda label: split_prefill_label(label)[1]).nunique()
+    complete = {}
+    for method, g in judged.groupby(methods, sort=False):
+        per_prompt = g.groupby("prompt_id")["label"].nunique()
+        complete[method] = set(per_prompt[per_prompt == lengths].index)
+    enough = [m for m, prompts in complete.items() if len(prompts) >= min_prompts]
+    kept = enough if len(enough) > 1 else [m for m, prompts in complete.items() if prompts]
+    shared = set.intersection(*(complete[m] for m in kept)) if kept else set()
+    return judged[methods.isin(kept) & judged["prompt_id"].isin(shared)], [m for m in complete if m not in kept]
+
+
+def attack_outcomes(judged: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, prefill words) of judged prefill records (:func:`add_judges`, labels ``<method>@<k>w``): n and
+    each outcome's share, refused / complied / broken, then the paper's keyword attack success, each as "rate [95%
+    CI]" in %. Complied is the attack's success under the three-outcome rule."""
+    if not len(judged):
+        return pd.DataFrame()
+    flags = judged.assign(**{name: judged["outcome"] == name for name in OUTCOMES}, keyword=judged["keyword_harmful"])
+    rows = {}
+    for column in (*OUTCOMES, "keyword"):
+        for r in attack_success(flags, judge=column).itertuples():
+            row = rows.setdefault((r.method, r.prefill_words), {"method": r.method, "prefilled words": r.prefill_words,
+                                                                "n": r.n})
+            row[f"{column} %"] = fmt_ci(r.asr, r.asr_lo, r.asr_hi)
+    return pd.DataFrame(list(rows.values())).set_index(["method", "prefilled words"]) if rows else pd.DataFrame()
+
+
 def judge_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Per number of prefilled words (columns), over all methods' records: % judged harmful by the keyword judge,
     by the MiniLM judge, and % of records on which the two agree. Needs ``add_judges(..., minilm=True)`` columns

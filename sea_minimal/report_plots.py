@@ -127,19 +127,25 @@ def plot_position_profiles(change: pd.DataFrame, kl: pd.DataFrame | None = None)
     return fig
 
 
-def plot_attack_success(asr: pd.DataFrame):
-    """Attack success rate (%, 95% CI) against the number of prefilled words, one line per method."""
-    methods = list(dict.fromkeys(asr["method"]))
+def plot_attack_success(asr: pd.DataFrame | Mapping[str, pd.DataFrame], ylabel: str = "attack success rate (%)"):
+    """Attack success rate (%, 95% CI) against the number of prefilled words, one line per method in its family's
+    colour. ``asr``: an :func:`sea_minimal.analysis.attack_success` table, or a mapping panel title -> table for
+    side-by-side panels sharing the y axis (e.g. the complied share and the keyword judge's rate)."""
+    panels = {"prefilling attack": asr} if isinstance(asr, pd.DataFrame) else dict(asr)
+    methods = list(dict.fromkeys(m for t in panels.values() for m in t["method"]))
     colors = _colors(methods)
     with _style():
-        fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
-        for m in methods:
-            g = asr[asr["method"] == m]
-            ax.errorbar(g["prefill_words"], g["asr"], yerr=np.vstack([g["asr"] - g["asr_lo"], g["asr_hi"] - g["asr"]]),
-                        marker="o", capsize=3, color=colors[m], label=m)
-        ax.set(xlabel="prefilled words", ylabel="attack success rate (%)", ylim=(-3, 103),
-               xticks=sorted(asr["prefill_words"].unique()), title="prefilling attack")
-        ax.legend(fontsize=8)
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), layout="constrained", sharey=True,
+                                 squeeze=False)
+        for ax, (title, t) in zip(axes[0], panels.items()):
+            for m in methods:
+                g = t[t["method"] == m]
+                if len(g):
+                    ax.errorbar(g["prefill_words"], g["asr"], yerr=np.vstack([g["asr"] - g["asr_lo"], g["asr_hi"] - g["asr"]]),
+                                marker="o", capsize=3, color=colors[m], label=m)
+            ax.set(xlabel="prefilled words", ylim=(-3, 103), xticks=sorted(t["prefill_words"].unique()), title=title)
+        axes[0][0].set_ylabel(ylabel)
+        axes[0][-1].legend(fontsize=8)
     return fig
 
 

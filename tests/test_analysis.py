@@ -59,6 +59,41 @@ def test_prefill_is_judged_with_the_response():
     assert asr.iloc[0][["method", "prefill_words", "asr", "n"]].tolist() == ["greedy", 9, 100.0, 1]
 
 
+def test_prefill_frame_adds_each_attacked_methods_unattacked_run_as_zero_words():
+    attacked = pd.DataFrame({"label": ["greedy@1w", "sea-langevin@9w"], "prompt_id": [0, 0]})
+    unattacked = pd.DataFrame({"label": ["greedy", "sea-langevin[its=30]", "sea-langevin[its=100]", "args"],
+                               "prompt_id": [0, 0, 0, 0]})
+    both = analysis.prefill_frame(attacked, unattacked, {"greedy": "greedy", "sea-langevin[its=30]": "sea-langevin",
+                                                         "args": "args"})
+    assert sorted(both["label"]) == ["greedy@0w", "greedy@1w", "sea-langevin@0w", "sea-langevin@9w"]  # args: not attacked
+    assert len(analysis.prefill_frame(attacked.iloc[0:0], unattacked, {"greedy": "greedy"})) == 0
+
+
+def test_shared_attack_records_keep_methods_complete_at_every_length_on_enough_prompts():
+    rows = [{"label": f"{m}@{k}w", "prompt_id": p} for m, n in (("greedy", 20), ("bon", 12), ("sea", 12))
+            for k in (0, 1, 9) for p in range(n)]
+    rows += [{"label": "sea@9w", "prompt_id": p} for p in range(12, 15)]  # an unfinished prompt: not complete
+    df = pd.DataFrame(rows).drop(index=[i for i, r in enumerate(rows) if r == {"label": "bon@9w", "prompt_id": 3}])
+    shared, held = analysis.shared_attack_records(df, min_prompts=10)
+    assert held == [] and sorted(set(shared["prompt_id"])) == [p for p in range(12) if p != 3]  # bon lacks 9 words on 3
+    assert shared.groupby("label")["prompt_id"].nunique().eq(11).all() and shared["label"].nunique() == 9
+    few, held = analysis.shared_attack_records(df[df["prompt_id"] < 12].query("label != 'bon@9w' or prompt_id < 5"))
+    assert held == ["bon"] and set(few["prompt_id"]) == set(range(12))  # bon: 5 complete prompts < 10
+    empty, held = analysis.shared_attack_records(df.iloc[0:0])
+    assert empty.empty and held == []
+
+
+def test_attack_outcomes_tables_each_outcome_and_the_keyword_rate():
+    judged = pd.DataFrame({"label": ["greedy@0w"] * 4 + ["greedy@9w"] * 4,
+                           "outcome": ["refused", "refused", "complied", "broken"] + ["complied"] * 3 + ["broken"],
+                           "keyword_harmful": [False, False, True, True, True, True, True, False]})
+    t = analysis.attack_outcomes(judged)
+    assert list(t.columns) == ["n", "refused %", "complied %", "broken %", "keyword %"]
+    assert t.loc[("greedy", 0), "refused %"].startswith("50.0 [") and t.loc[("greedy", 0), "n"] == 4
+    assert t.loc[("greedy", 9), "complied %"].startswith("75.0 [") and t.loc[("greedy", 9), "refused %"] == "0.0 [0.0, 0.0]"
+    assert analysis.attack_outcomes(judged.iloc[0:0]).empty
+
+
 def test_choose_step_size_respects_the_fluency_limit():
     s = pd.DataFrame({"reward": [0.0, 0.5, 0.9], "perplexity": [10.0, 15.0, 25.0]},
                      index=["greedy", "eta=1", "eta=100"])

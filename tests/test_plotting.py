@@ -157,6 +157,27 @@ def test_cost_plot_places_each_method_and_joins_best_of_n():
     plt.close(fig)
 
 
+def test_attack_plot_draws_one_panel_per_table_in_each_methods_colour():
+    import pandas as pd
+
+    from sea_minimal.plotting import method_color
+    from sea_minimal.report_plots import plot_attack_success
+
+    asr = pd.DataFrame({"method": ["greedy", "greedy", "sea-langevin"], "prefill_words": [0, 9, 0],
+                        "asr": [50.0, 90.0, 20.0], "asr_lo": [30.0, 80.0, 10.0], "asr_hi": [70.0, 100.0, 30.0]})
+    fig = plot_attack_success({"complied": asr, "keyword judge": asr[asr["method"] == "greedy"]})
+    left, right = fig.axes[:2]
+    assert [left.get_title(), right.get_title()] == ["complied", "keyword judge"]
+    lines = {ax.get_title(): {c.get_label(): c.lines[0] for c in ax.containers} for ax in (left, right)}
+    assert lines["complied"]["greedy"].get_ydata().tolist() == [50.0, 90.0]
+    assert set(lines["keyword judge"]) == {"greedy"}  # sea-langevin is not in that panel's table
+    assert tuple(lines["complied"]["sea-langevin"].get_color()[:3]) == pytest.approx(method_color("sea-langevin"))
+    plt.close(fig)
+    single = plot_attack_success(asr)
+    assert len(single.axes) == 1 and single.axes[0].get_title() == "prefilling attack"
+    plt.close(single)
+
+
 def test_tuning_plot_fills_only_the_chosen_setting():
     import pandas as pd
 
