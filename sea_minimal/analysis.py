@@ -885,7 +885,8 @@ def shared_attack_records(judged: pd.DataFrame, min_prompts: int = MIN_PROMPTS_F
 def attack_outcomes(judged: pd.DataFrame) -> pd.DataFrame:
     """Per (method, prefill words) of judged prefill records (:func:`add_judges`, labels ``<method>@<k>w``): n and
     each outcome's share, refused / complied / broken, then the paper's keyword attack success, each as "rate [95%
-    CI]" in %. Complied is the attack's success under the three-outcome rule."""
+    CI]" in %, and (when the records have it) the mean hard reward of the answers with its 95% CI. Complied is the
+    attack's success under the three-outcome rule."""
     if not len(judged):
         return pd.DataFrame()
     flags = judged.assign(**{name: judged["outcome"] == name for name in OUTCOMES}, keyword=judged["keyword_harmful"])
@@ -895,7 +896,14 @@ def attack_outcomes(judged: pd.DataFrame) -> pd.DataFrame:
             row = rows.setdefault((r.method, r.prefill_words), {"method": r.method, "prefilled words": r.prefill_words,
                                                                 "n": r.n})
             row[f"{column} %"] = fmt_ci(r.asr, r.asr_lo, r.asr_hi)
+    if "reward" in judged:
+        for label, g in judged.groupby("label"):
+            rows[split_prefill_label(label)]["reward"] = fmt_ci(*bootstrap_ci(g["reward"].astype(float)), 2)
     return pd.DataFrame(list(rows.values())).set_index(["method", "prefilled words"]) if rows else pd.DataFrame()
+
+
+# attack_outcomes' columns as two tables that fit the book's width: the outcomes, then the keyword rate and the reward.
+ATTACK_PARTS = {"outcomes": ("n", "refused %", "complied %", "broken %"), "keyword rate and reward": ()}
 
 
 def judge_agreement(df: pd.DataFrame) -> pd.DataFrame:

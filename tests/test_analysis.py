@@ -92,6 +92,10 @@ def test_attack_outcomes_tables_each_outcome_and_the_keyword_rate():
     assert t.loc[("greedy", 0), "refused %"].startswith("50.0 [") and t.loc[("greedy", 0), "n"] == 4
     assert t.loc[("greedy", 9), "complied %"].startswith("75.0 [") and t.loc[("greedy", 9), "refused %"] == "0.0 [0.0, 0.0]"
     assert analysis.attack_outcomes(judged.iloc[0:0]).empty
+    rewarded = analysis.attack_outcomes(judged.assign(reward=[1.0, 2.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0]))
+    assert rewarded.loc[("greedy", 0), "reward"].startswith("2.50 [") and rewarded.loc[("greedy", 9), "reward"] == "-1.00 [-1.00, -1.00]"
+    parts = analysis.split_table(rewarded, analysis.ATTACK_PARTS)
+    assert list(parts["keyword rate and reward"].columns) == ["keyword %", "reward"]
 
 
 def test_choose_step_size_respects_the_fluency_limit():
