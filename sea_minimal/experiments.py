@@ -201,6 +201,33 @@ def ablation_full_labels(experiment: str = "ablations_v2", main: str = "sea_v2")
     return out
 
 
+def prefill_unattacked_labels(experiment: str = "prefill_v2", main: tuple[str, ...] = ("baselines_v2", "sea_v2"),
+                              best_of_sizes: tuple[int, ...] = (4, 16, 64, 256)) -> dict[str, str]:
+    """``{label: method}``: for each method attacked in the prefilling grid ``experiment`` (labels ``<method>@<k>w``),
+    the label of its unattacked answer in the ``main`` grids, the mapping ``analysis.prefill_frame`` takes. That is
+    the method's own label where the main grids have it (greedy, round 1's rows) or, for SEA, the row
+    ``<recipe>[its=<steps>]`` at the attacked run's budget. A Best-of-N row ``bon[n=N]`` may be read from the first N
+    samples of a larger Best-of-M run (the records as ``analysis.with_best_of_first`` expands them, for N in
+    ``best_of_sizes``). A method without such a run in the main grids is refused by name: its unattacked row would be
+    missing from the attack's table."""
+    labels = set()
+    for name in main:
+        for m in experiment_grid(name).methods:
+            labels.add(m.label)
+            if m.method == "best_of_n" and "[" not in m.label:
+                labels.update(f"{m.label}[n={n}]" for n in best_of_sizes if n <= m.params["n"])
+    out = {}
+    for m in experiment_grid(experiment).methods:
+        method = m.label.rpartition("@")[0]
+        steps = m.params.get("steps")
+        label = method if method in labels or steps is None else f"{method}[its={steps}]"
+        if label not in labels:
+            raise ValueError(f"grid {experiment!r}: {method} has no unattacked run {label!r} in the grids {list(main)}; "
+                             "attack a method at a budget those grids run")
+        out[label] = method
+    return out
+
+
 def expected_keys(grid: Grid) -> set:
     """The (label, config_hash, prompt_id, seed) keys a complete run of ``grid`` has."""
     prompts = load_prompts(grid.dataset, grid.data_dir)

@@ -161,3 +161,27 @@ def test_ablation_full_labels_refuses_a_budget_the_main_grid_does_not_run(monkey
     monkeypatch.setattr(experiments, "grid_spec", lambda name: spec if name == "ablations_v2" else real(name))
     with pytest.raises(ValueError, match=r"sea-langevin runs 7 iterations, but grid 'sea_v2' has no row"):
         experiments.ablation_full_labels()
+
+
+def test_prefill_unattacked_labels_map_each_attacked_method_to_its_unattacked_row():
+    # round 2: SEA at the attacked run's budget, Best-of-16 from the first 16 of the 256 samples
+    assert experiments.prefill_unattacked_labels() == {
+        "greedy": "greedy", "bon[n=16]": "bon[n=16]", "sea-langevin[its=30]": "sea-langevin",
+        "sea-reference[its=10]": "sea-reference"}
+    # round 1: the main grids hold each attacked method under its own label
+    assert experiments.prefill_unattacked_labels("prefill", ("baselines", "sea")) == {
+        m: m for m in ("greedy", "bon[n=16]", "sea-langevin", "sea-reference")}
+
+
+def test_prefill_unattacked_labels_refuse_a_method_the_main_grids_do_not_run():
+    with pytest.raises(ValueError, match=r"sea-langevin has no unattacked run 'sea-langevin\[its=30\]'"):
+        experiments.prefill_unattacked_labels(main=("baselines_v2",))
+    spec = experiments.grid_spec("prefill_v2")
+    spec["methods"][1]["params"]["n"] = 32
+    for v in spec["methods"][1]["variants"]:
+        v["name"] = v["name"].replace("n=16", "n=32")
+    real = experiments.grid_spec
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiments, "grid_spec", lambda name: spec if name == "prefill_v2" else real(name))
+        with pytest.raises(ValueError, match=r"bon\[n=32\] has no unattacked run"):
+            experiments.prefill_unattacked_labels()
