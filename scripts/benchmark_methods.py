@@ -3,9 +3,15 @@
 
     python scripts/benchmark_methods.py                          # book scale, 2 prompts, writes results/cost_benchmark.json
     python scripts/benchmark_methods.py --scale smoke --out /tmp/cost.json
+    python scripts/benchmark_methods.py --round 2 --prompts 5    # round 2, writes results/cost_benchmark_v2.json
 
-Methods and their settings are those of the book's grids (``baselines`` and ``sea``, see sea_minimal.experiments)
-plus Best-of-N with N = 128 and 256 (not at smoke scale), so that one Best-of-N setting spends about as many model tokens as SEA.
+Methods and their settings are those of the book's grids. Round 1 (the default): ``baselines`` and ``sea`` (see
+sea_minimal.experiments) plus Best-of-N with N = 128 and 256 (not at smoke scale), so that one Best-of-N setting
+spends about as many model tokens as SEA. Round 2: ``baselines_v2`` and ``sea_v2`` (50 tokens, harmlessness-v2, each
+SEA recipe at every iteration budget), with the grid's Best-of-256 run as Best-of-N for N = 4, 16, 64 and 256
+(the grid reads those from one run of 256 samples; memory grows with N, so each is measured on its own). The grids'
+round-2 records carry a peak memory too, but each is measured in a process that ran other methods before, whose
+memory the allocator keeps; this script's fresh processes are what a memory comparison needs.
 
 Why one process per (method, prompt): on a CPU, PyTorch's allocator keeps memory it once used, so a method measured
 after another inherits its peak. Each worker loads the policy and the reward, runs one forward pass over the prompt (the weights are memory-mapped
@@ -60,15 +66,24 @@ print("RESULT " + json.dumps({"wall_s": wall, "peak_mib_above_loaded": max(0.0, 
 """
 
 
-def method_specs(scale: str, **overrides) -> list[dict]:
+GRIDS = {1: ("baselines", "sea"), 2: ("baselines_v2", "sea_v2")}  # round -> the grids whose methods are measured
+BEST_OF_V2 = (4, 16, 64, 256)  # round 2: the Best-of-N rows chapter 4 reads from the first N of 256 samples
+
+
+def method_specs(scale: str, round_: int = 1, **overrides) -> list[dict]:
+    """Each method of the round's grids as {label, method, params}: Best-of-N once per N (see the module docstring)."""
     from sea_minimal import experiments
 
     specs = []
-    for name in ("baselines", "sea"):
+    for name in GRIDS[round_]:
         grid = experiments.experiment_grid(name, scale, **overrides)
         specs += [{"label": m.label, "method": m.method, "params": m.params} for m in grid.methods]
     bon = next(s for s in specs if s["method"] == "best_of_n")
-    for n in (128, 256) if scale != "smoke" else ():
+    if round_ == 2:  # the grid's one Best-of-256 run stands for N = 4 ... 256
+        at, top = specs.index(bon), bon["params"]["n"]  # 256 at book scale, capped at smoke scale
+        specs[at:at + 1] = [{"label": f"bon[n={n}]", "method": "best_of_n", "params": {**bon["params"], "n": n}}
+                            for n in BEST_OF_V2 if n <= top]
+    for n in (128, 256) if scale != "smoke" and round_ == 1 else ():
         specs.append({"label": f"bon[n={n}]", "method": "best_of_n", "params": {**bon["params"], "n": n}})
     return specs
 
@@ -78,6 +93,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="book", choices=experiments.SCALES)
+    ap.add_argument("--round", type=int, default=1, choices=sorted(GRIDS), dest="round_",
+                    help="1: the first grids (32 tokens); 2: the round-2 grids (50 tokens, harmlessness-v2)")
     ap.add_argument("--prompts", type=int, default=2, help="first N prompts of the evaluation subset")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     ap.add_argument("--device", default=None)
@@ -85,17 +102,26 @@ def main(argv=None) -> int:
     ap.add_argument("--reward", default=None, help="reward (default: the grids')")
     ap.add_argument("--data-dir", default=None, help="folder holding advbench/ (default: $SEA_DATA_DIR)")
     ap.add_argument("--only", action="append", help="labels to run (default: all)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "cost_benchmark.json"))
+    ap.add_argument("--out", default=None,
+                    help="JSON file (default: results/cost_benchmark.json, round 2: results/cost_benchmark_v2.json)")
     args = ap.parse_args(argv)
 
     overrides = {"policy": args.policy, "reward": args.reward, "data_dir": args.data_dir}
-    grid = experiments.experiment_grid("sea", args.scale, **overrides)
+    grid = experiments.experiment_grid(GRIDS[args.round_][1], args.scale, **overrides)
     ids = [row["id"] for row in experiments.load_prompts(grid.dataset, grid.data_dir)][: args.prompts]
-    specs = [s for s in method_specs(args.scale, **overrides) if not args.only or s["label"] in args.only]
+    specs = method_specs(args.scale, args.round_, **overrides)
+    unknown = sorted(set(args.only or ()) - {s["label"] for s in specs})
+    if unknown:
+        raise SystemExit(f"--only {', '.join(unknown)}: no such method in round {args.round_}; choose from "
+                         + ", ".join(s["label"] for s in specs))
+    specs = [s for s in specs if not args.only or s["label"] in args.only]
+    if args.out is None:
+        args.out = str(ROOT / "results" / ("cost_benchmark.json" if args.round_ == 1 else "cost_benchmark_v2.json"))
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"runs": []}
     done = {(r["label"], r["prompt_id"], json.dumps(r["params"], sort_keys=True)) for r in data["runs"]}
-    data.update({"scale": args.scale, "policy": grid.policy, "reward": grid.reward, "threads": args.threads,
+    data.update({"scale": args.scale, "round": args.round_, "policy": grid.policy, "reward": grid.reward,
+                 "threads": args.threads,
                  "note": "one fresh process per (method, prompt); peak memory above the loaded model"})
     for pid in ids:
         for spec in specs:
