@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .plotting import BOOK_WIDTH_IN, _colors, _style, method_color  # noqa: F401  (the notebooks import these here)
+from .plotting import BOOK_WIDTH_IN, _colors, _style, method_color, method_marker  # noqa: F401  (the notebooks import these here)
 
 JUDGES = {"harmful_kw": "keyword judge", "harmful_ml": "MiniLM judge"}
 
@@ -129,7 +129,7 @@ def plot_position_profiles(change: pd.DataFrame, kl: pd.DataFrame | None = None)
 
 def plot_attack_success(asr: pd.DataFrame | Mapping[str, pd.DataFrame], ylabel: str = "attack success rate (%)"):
     """Attack success rate (%, 95% CI) against the number of prefilled words, one line per method in its family's
-    colour. ``asr``: an :func:`sea_minimal.analysis.attack_success` table, or a mapping panel title -> table for
+    colour and marker. ``asr``: an :func:`sea_minimal.analysis.attack_success` table, or a mapping panel title -> table for
     side-by-side panels sharing the y axis (e.g. the complied share and the keyword judge's rate)."""
     panels = {"prefilling attack": asr} if isinstance(asr, pd.DataFrame) else dict(asr)
     methods = list(dict.fromkeys(m for t in panels.values() for m in t["method"]))
@@ -142,7 +142,7 @@ def plot_attack_success(asr: pd.DataFrame | Mapping[str, pd.DataFrame], ylabel: 
                 g = t[t["method"] == m]
                 if len(g):
                     ax.errorbar(g["prefill_words"], g["asr"], yerr=np.vstack([g["asr"] - g["asr_lo"], g["asr_hi"] - g["asr"]]),
-                                marker="o", capsize=3, color=colors[m], label=m)
+                                marker=method_marker(m), capsize=3, color=colors[m], label=m)
             ax.set(xlabel="prefilled words", ylim=(-3, 103), xticks=sorted(t["prefill_words"].unique()), title=title)
         axes[0][0].set_ylabel(ylabel)
         axes[0][-1].legend(fontsize=8)
@@ -211,7 +211,7 @@ def plot_cost(per: pd.DataFrame, panels: Mapping[str, str], log_y: Sequence[str]
     """Cost against compute: one panel per column of ``panels`` ({column: y-axis label}), each method (index of
     ``per``, with a ``tokens`` column of forward+backward tokens per prompt) a point in its book colour and marker,
     against tokens on a log axis; Best-of-N sizes are joined by a line. Columns in ``log_y`` get a log y-axis."""
-    from .plotting import method_family, method_marker
+    from .plotting import method_family
 
     colors = _colors(per.index)  # iteration budgets of one recipe: shades of its colour
     with _style():

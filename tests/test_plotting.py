@@ -160,7 +160,7 @@ def test_cost_plot_places_each_method_and_joins_best_of_n():
 def test_attack_plot_draws_one_panel_per_table_in_each_methods_colour():
     import pandas as pd
 
-    from sea_minimal.plotting import method_color
+    from sea_minimal.plotting import method_color, method_marker
     from sea_minimal.report_plots import plot_attack_success
 
     asr = pd.DataFrame({"method": ["greedy", "greedy", "sea-langevin"], "prefill_words": [0, 9, 0],
@@ -172,6 +172,8 @@ def test_attack_plot_draws_one_panel_per_table_in_each_methods_colour():
     assert lines["complied"]["greedy"].get_ydata().tolist() == [50.0, 90.0]
     assert set(lines["keyword judge"]) == {"greedy"}  # sea-langevin is not in that panel's table
     assert tuple(lines["complied"]["sea-langevin"].get_color()[:3]) == pytest.approx(method_color("sea-langevin"))
+    assert {m: line.get_marker() for m, line in lines["complied"].items()} == {
+        m: method_marker(m) for m in ("greedy", "sea-langevin")}  # the family's marker too
     plt.close(fig)
     single = plot_attack_success(asr)
     assert len(single.axes) == 1 and single.axes[0].get_title() == "prefilling attack"
