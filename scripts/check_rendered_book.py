@@ -11,6 +11,9 @@ virtual-time budget (MathJax typesets then) and dumps the resulting DOM. The che
   stream containing "Error";
 * no raw inline TeX (``$\\eta$``, ``$x_t$``: a ``$...$`` pair holding a backslash, ``_``, ``^`` or ``{``) in the
   visible text outside code blocks, where MathJax would not see it (figure labels and table cells are common places).
+* tables read as tables, not as data dumps: no column header that is a raw identifier (``reward_lo``,
+  ``harmful_kw``: give it a readable name) and no cell that is a bare number with more than 3 decimals and more
+  than 4 significant digits (``205.899587``: round it; a small setting such as ``0.0001`` is fine).
 
 And, measured in the laid-out page by a probe script that Chromium runs in a copy of the page (``LAYOUT_PROBE``):
 
@@ -350,6 +353,59 @@ def raw_inline_tex(prose: str) -> list[str]:
     return sorted({m.group(0) for m in RAW_INLINE_TEX.finditer(prose) if TEX_MARKS.search(m.group(1))})
 
 
+RAW_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")  # a snake_case identifier: reward_lo, harmful_kw
+LONG_DECIMAL = re.compile(r"^-?\d+\.\d{4,}$")  # a bare number with more than 3 decimals (flagged past 4 significant digits)
+
+
+class TableScan(HTMLParser):
+    """The column headers (``th`` inside ``thead``) and the cells (``td``) of every table in a DOM."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.headers: list[str] = []
+        self.cells: list[str] = []
+        self._in_thead = 0
+        self._cell: list[str] | None = None
+        self._kind = ""
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "thead":
+            self._in_thead += 1
+        elif tag in ("th", "td"):
+            self._cell, self._kind = [], "header" if tag == "th" and self._in_thead else tag
+
+    def handle_endtag(self, tag):
+        if tag == "thead":
+            self._in_thead -= 1
+        elif tag in ("th", "td") and self._cell is not None:
+            text = " ".join("".join(self._cell).split())
+            if self._kind == "header":
+                self.headers.append(text)
+            elif self._kind == "td":
+                self.cells.append(text)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_problems(dom: str) -> list[str]:
+    """The table rules on a rendered page: raw identifiers as column names, numbers printed with more digits than
+    they carry (more than 3 decimals and more than 4 significant digits)."""
+    scan = TableScan()
+    scan.feed(dom)
+    scan.close()
+    problems = []
+    raw = sorted({h for h in scan.headers if RAW_NAME.match(h)})
+    if raw:
+        problems.append(f"table column named by a raw identifier (give it a readable name): {', '.join(raw[:6])}")
+    long = [c for c in scan.cells if LONG_DECIMAL.match(c) and len(c.lstrip("-").replace(".", "").lstrip("0")) > 4]
+    if long:
+        problems.append(f"{len(long)} table cell(s) with more than 3 decimals (round them), e.g. {', '.join(long[:4])}")
+    return problems
+
+
 def check_page(dom: str, page_file: Path, html_dir: Path, phone_dom: str | None = None) -> tuple[str, list[str]]:
     """(counts line, problems) for one rendered page: ``dom`` at 1280 px, ``phone_dom`` (if given) at 390 px."""
     scan = DomScan()
@@ -384,6 +440,7 @@ def check_page(dom: str, page_file: Path, html_dir: Path, phone_dom: str | None 
             if "Error" in text:
                 problems.append(f"stderr output with an error: {text.strip()[:300]!r}")
     cells = sum("cell_output" in n.classes for n in scan.outputs)
+    problems += table_problems(dom)
     report = layout_report(dom)
     problems += layout_problems(report, phone=False, page_file=page_file)
     if phone_dom is not None:

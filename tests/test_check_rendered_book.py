@@ -87,3 +87,17 @@ def test_rules_on_probe_reports(check):
     phone = {"viewport": 390, "page_overflow": 40, "culprits": ["span 'a/very/long/path'"]}
     assert "a/very/long/path" in check.layout_problems(phone, phone=True)[0]
     assert check.raw_inline_tex("costs $5 or $10; $\\alpha$ and $x_t$ but not $x$") == ["$\\alpha$", "$x_t$"]
+
+
+def test_table_rules_on_a_dom(check):
+    """Raw identifiers as column headers and numbers printed with more digits than they carry are flagged; readable
+    headers, row labels that are file names, 3 decimals and small settings such as 0.0001 are not."""
+    clean = """<table><thead><tr><th>claim</th><th>mean reward [95% CI]</th><th>wall time (s)</th></tr></thead>
+<tbody><tr><th>advbench_v2_sea</th><td>0.568</td><td>0.0001</td><td>57.5 [40.0, 72.5]</td></tr></tbody></table>"""
+    assert check.table_problems(clean) == []
+    dump = """<table><thead><tr><th></th><th>reward_lo</th><th>w1_limit</th><th>W1</th></tr></thead>
+<tbody><tr><th>sea</th><td>-0.858</td><td>27.836518</td><td>18.673797348471638</td></tr></tbody></table>"""
+    problems = check.table_problems(dump)
+    assert len(problems) == 2, problems
+    assert "raw identifier" in problems[0] and "reward_lo, w1_limit" in problems[0], problems
+    assert "2 table cell(s)" in problems[1] and "27.836518" in problems[1] and "-0.858" not in problems[1], problems
