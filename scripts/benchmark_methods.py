@@ -67,12 +67,12 @@ print("RESULT " + json.dumps({"wall_s": wall, "peak_mib_above_loaded": max(0.0, 
 
 
 GRIDS = {1: ("baselines", "sea"), 2: ("baselines_v2", "sea_v2")}  # round -> the grids whose methods are measured
-BEST_OF_V2 = (4, 16, 64, 256)  # round 2: the Best-of-N rows chapter 4 reads from the first N of 256 samples
 
 
 def method_specs(scale: str, round_: int = 1, **overrides) -> list[dict]:
     """Each method of the round's grids as {label, method, params}: Best-of-N once per N (see the module docstring)."""
     from sea_minimal import experiments
+    from sea_minimal.analysis import BEST_OF_SIZES  # round 2: the rows chapter 4 reads from the first N of 256 samples
 
     specs = []
     for name in GRIDS[round_]:
@@ -82,7 +82,7 @@ def method_specs(scale: str, round_: int = 1, **overrides) -> list[dict]:
     if round_ == 2:  # the grid's one Best-of-256 run stands for N = 4 ... 256
         at, top = specs.index(bon), bon["params"]["n"]  # 256 at book scale, capped at smoke scale
         specs[at:at + 1] = [{"label": f"bon[n={n}]", "method": "best_of_n", "params": {**bon["params"], "n": n}}
-                            for n in BEST_OF_V2 if n <= top]
+                            for n in BEST_OF_SIZES if n <= top]
     for n in (128, 256) if scale != "smoke" and round_ == 1 else ():
         specs.append({"label": f"bon[n={n}]", "method": "best_of_n", "params": {**bon["params"], "n": n}})
     return specs

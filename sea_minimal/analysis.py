@@ -17,6 +17,9 @@ import pandas as pd
 
 from .judges import FLUENCY_LIMIT, OUTCOMES, bootstrap_ci, keyword_is_harmful, outcome, paired_bootstrap
 
+# Best-of-N sizes a table reads from the first N samples of one larger Best-of-M run (round 2's grid runs M = 256)
+BEST_OF_SIZES = (4, 16, 64, 256)
+
 # SEA.md section 5: harmful rate on AdvBench (%, keyword judge), per policy of the paper.
 PAPER_POLICIES = ("LLaMA-3.2-1B", "LLaMA-3.2-3B", "LLaMA-3-8B", "LLaMA-3.2-1B-Instruct")
 PAPER_HARMFUL = {
@@ -416,7 +419,7 @@ def best_of_first_records(df: pd.DataFrame, label: str, n: int) -> pd.DataFrame:
     return pd.DataFrame(rows).reset_index(drop=True) if rows else df.iloc[0:0].copy()
 
 
-def with_best_of_first(df: pd.DataFrame, bon_label: str = "bon", sizes: Sequence[int] = (4, 16, 64, 256)) -> pd.DataFrame:
+def with_best_of_first(df: pd.DataFrame, bon_label: str = "bon", sizes: Sequence[int] = BEST_OF_SIZES) -> pd.DataFrame:
     """Records ``df`` (not yet judged) with the Best-of-M records of ``bon_label`` replaced by Best-of-N records
     (:func:`best_of_first_records`) for every N in ``sizes`` up to M, in that place of the label order: one Best-of-256
     run gives the Best-of-4 ... Best-of-256 rows of a main table. ``df`` is returned as it is without such records."""
@@ -518,7 +521,7 @@ def moved_from_start(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
-                    sizes: Sequence[int] = (1, 4, 16, 64, 256)) -> pd.DataFrame:
+                    sizes: Sequence[int] = (1, *BEST_OF_SIZES)) -> pd.DataFrame:
     """The rows :func:`frontier` needs, from judged records (``add_judges``): Best-of-N for every N in ``sizes`` read
     from the ``bon_label`` records (:func:`best_of_first`; sizes above its sample count are left out), and every other
     record as one point. ``family`` joins the iteration budgets of one method (``sea-langevin[its=30]`` ->

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import yaml
 
+from .analysis import BEST_OF_SIZES
 from .runner import Grid, _variant_label, load_prompts, parse_grid, read_records, record_key, run_grid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -202,7 +204,7 @@ def ablation_full_labels(experiment: str = "ablations_v2", main: str = "sea_v2")
 
 
 def prefill_unattacked_labels(experiment: str = "prefill_v2", main: tuple[str, ...] = ("baselines_v2", "sea_v2"),
-                              best_of_sizes: tuple[int, ...] = (4, 16, 64, 256)) -> dict[str, str]:
+                              best_of_sizes: tuple[int, ...] = BEST_OF_SIZES) -> dict[str, str]:
     """``{label: method}``: for each method attacked in the prefilling grid ``experiment`` (labels ``<method>@<k>w``),
     the label of its unattacked answer in the ``main`` grids, the mapping ``analysis.prefill_frame`` takes. That is
     the method's own label where the main grids have it (greedy, round 1's rows) or, for SEA, the row
@@ -226,6 +228,19 @@ def prefill_unattacked_labels(experiment: str = "prefill_v2", main: tuple[str, .
                              "attack a method at a budget those grids run")
         out[label] = method
     return out
+
+
+def benchmark_command(scale: str, out: str | Path, *, round_: int = 1, prompts: int = 2, only: tuple[str, ...] = (),
+                      device: str | None = None, policy: str | None = None, reward: str | None = None,
+                      data_dir: str | Path | None = None) -> list[str]:
+    """The argument list that runs ``scripts/benchmark_methods.py`` (each method in a fresh process) for grid round
+    ``round_`` at ``scale`` on the first ``prompts`` prompts, writing ``out``; ``only`` restricts it to those method
+    labels, and ``device`` / ``policy`` / ``reward`` / ``data_dir`` are passed on when given."""
+    cmd = [sys.executable, str(REPO / "scripts" / "benchmark_methods.py"), "--round", str(round_), "--scale", scale,
+           "--prompts", str(prompts), "--out", str(out)]
+    for flag, value in (("--device", device), ("--policy", policy), ("--reward", reward), ("--data-dir", data_dir)):
+        cmd += [flag, str(value)] if value else []
+    return cmd + [arg for label in only for arg in ("--only", label)]
 
 
 def expected_keys(grid: Grid) -> set:

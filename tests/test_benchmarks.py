@@ -52,6 +52,8 @@ def test_benchmark_sampler_at_a_tiny_size(tmp_path):
 def test_round_2_benchmark_measures_every_round_2_method_in_the_grids_settings():
     from conftest import load_script
 
+    from sea_minimal import analysis
+
     bench = load_script("benchmark_methods")
     specs = {s["label"]: s for s in bench.method_specs("book", 2)}
     assert list(specs) == ["greedy", "bon[n=4]", "bon[n=16]", "bon[n=64]", "bon[n=256]", "args", "cbs[chunk=10]",
@@ -59,6 +61,7 @@ def test_round_2_benchmark_measures_every_round_2_method_in_the_grids_settings()
                            "sea-reference[its=10]", "sea-reference[its=30]", "sea-reference[its=100]"]
     assert all(s["params"]["length"] == 50 for s in specs.values())  # the round-2 grids' 50 tokens
     assert [specs[f"bon[n={n}]"]["params"]["n"] for n in (4, 16, 64, 256)] == [4, 16, 64, 256]
+    assert [s["params"]["n"] for s in specs.values() if s["method"] == "best_of_n"] == list(analysis.BEST_OF_SIZES)
     assert specs["sea-langevin[its=100]"]["params"]["steps"] == 100
     assert specs["sea-langevin[its=30]"]["params"]["alpha"] == 0.568  # the weight rule's alpha, not round 1's 500
     assert "bon[n=128]" not in specs  # round 1's extra sizes stay in round 1
@@ -66,9 +69,14 @@ def test_round_2_benchmark_measures_every_round_2_method_in_the_grids_settings()
 
 
 def test_round_2_benchmark_runs_at_smoke_scale_and_refuses_an_unknown_method(tmp_path):
+    from sea_minimal import experiments
+
     out = tmp_path / "cost_v2.json"
-    stdout = run_script("benchmark_methods.py", "--round", "2", "--scale", "smoke", "--prompts", "1", "--only",
-                        "greedy", "--only", "bon[n=4]", "--out", str(out))
+    # the command chapter 6 runs when its cost file is missing
+    cmd = experiments.benchmark_command("smoke", out, round_=2, prompts=1, only=("greedy", "bon[n=4]"))
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stdout = done.stdout
     data = json.loads(out.read_text())
     assert data["round"] == 2 and [r["label"] for r in data["runs"]] == ["greedy", "bon[n=4]"], data
     assert all(r["peak_mib_above_loaded"] >= 0 and r["forward_tokens"] > 0 for r in data["runs"]) and "greedy" in stdout

@@ -185,3 +185,14 @@ def test_prefill_unattacked_labels_refuse_a_method_the_main_grids_do_not_run():
         mp.setattr(experiments, "grid_spec", lambda name: spec if name == "prefill_v2" else real(name))
         with pytest.raises(ValueError, match=r"bon\[n=32\] has no unattacked run"):
             experiments.prefill_unattacked_labels()
+
+
+def test_benchmark_command_passes_every_given_setting_and_only_those():
+    cmd = experiments.benchmark_command("book", "/tmp/c.json", round_=2, prompts=10, only=("greedy", "bon[n=4]"),
+                                        device="cpu", data_dir="/data")
+    assert cmd[1].endswith("scripts/benchmark_methods.py")
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert cmd[2:].count("--only") == 2 and cmd[-4:] == ["--only", "greedy", "--only", "bon[n=4]"]
+    assert {k: flags[k] for k in ("--round", "--scale", "--prompts", "--out", "--device", "--data-dir")} == {
+        "--round": "2", "--scale": "book", "--prompts": "10", "--out": "/tmp/c.json", "--device": "cpu", "--data-dir": "/data"}
+    assert "--policy" not in cmd and "--reward" not in cmd  # not given: the script's defaults (the grids' settings)
