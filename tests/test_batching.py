@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_backbone_reward
-from sea_minimal import SEA, SEAConfig, runner
+from conftest import tiny_backbone_reward, tiny_lm
+from sea_minimal import SEA, Policy, SEAConfig, VocabReward, runner
 from sea_minimal.baselines import args, args_many, best_of_n, best_of_n_many, cbs, cbs_many, greedy, greedy_many
 from sea_minimal.lm import decode, encode_prompt, greedy_batch, sample_many
 
@@ -141,6 +141,33 @@ def test_best_of_n_many_results_equal_best_of_n(tiny_policy, tiny_reward, fixed_
                                    [c["logp_ref_per_token"] for c in one.candidates], atol=1e-5)
         assert res.initial_texts == one.initial_texts
         assert {k: res.compute[k] for k in COUNTS} == {k: one.compute[k] for k in COUNTS}
+
+
+def test_best_of_n_many_defaults_and_checks_are_best_of_ns(one_thread):
+    # a vocabulary above the default top_k (50), and stop tokens, so that every default can change the samples
+    policy = Policy(tiny_lm(vocab_size=64), tokenizer=None, name="tiny-64")
+    policy.__dict__["special_ids"] = [3, 5]
+    reward = VocabReward(torch.linspace(-1.0, 1.0, 64, device=policy.device), reduce="sum")
+    for params in ({}, {"n": 20}):  # the default n, and one that takes two batches of the default batch_size
+        many = best_of_n_many(policy, reward, PROMPTS[:2], [0, 1], length=5, **params)
+        for prompt, seed, res in zip(PROMPTS, (0, 1), many):
+            one = best_of_n(policy, reward, prompt, seed=seed, length=5, **params)
+            assert [c["token_ids"] for c in res.candidates] == [c["token_ids"] for c in one.candidates]
+            assert res.config == one.config
+    for bad in ({"n": 0}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match="n and batch_size must be >= 1"):
+            best_of_n_many(policy, reward, PROMPTS[:1], [0], length=3, **bad)
+    smallest = best_of_n_many(policy, reward, PROMPTS[:2], [0, 1], n=1, batch_size=1, length=3)
+    assert [len(r.candidates) for r in smallest] == [1, 1]
+
+
+def test_best_of_n_many_samples_from_the_top_k(tiny_policy, tiny_reward, one_thread):
+    def distinct(top_k):
+        runs = best_of_n_many(tiny_policy, tiny_reward, PROMPTS[:2], [0, 1], n=6, top_k=top_k, length=6)
+        return [len({tuple(c["token_ids"]) for c in r.candidates}) for r in runs]
+
+    assert distinct(1) == [1, 1]  # top-1 sampling is greedy decoding: every sample the same
+    assert min(distinct(0)) > 1  # without the cut the samples differ (the check above has something to catch)
 
 
 @pytest.mark.slow
@@ -395,6 +422,25 @@ def test_sea_batch_arguments_are_checked(tiny_policy, tiny_reward):
         sea.run(PROMPTS, batch_size=0)
     with pytest.raises(ValueError, match="one seed per prompt"):
         sea.run(PROMPTS, batch_size=2, seeds=[0])
+
+
+def test_dropping_stopped_prompts_keeps_every_kind_of_recipe_state_at_the_kept_rows():
+    """sampler._keep_rows, the step that drops the rows of prompts that stopped early: Adam's moments, tensors and
+    dicts of tensors (the dlp recipe's accepted state) are cut to the kept rows; anything else is carried as it is."""
+    from sea_minimal.sampler import _keep_rows
+
+    z = torch.randn(4, 3, 5, requires_grad=True)
+    adam = torch.optim.Adam([z], lr=0.1)
+    z.grad = torch.randn_like(z)
+    adam.step()
+    state = {"optimizer": adam, "mask": torch.arange(4.0), "current": {"ids": torch.arange(8).view(4, 2)}, "k": 3}
+    rows = torch.tensor([1, 3])
+    new_z, logp0, kept = _keep_rows(z, torch.arange(4.0).view(4, 1), state, rows, lr=0.1)
+    assert torch.equal(new_z, z.detach()[rows]) and new_z.requires_grad and torch.equal(logp0.flatten(), rows.float())
+    moments = kept["optimizer"].state[new_z]
+    assert torch.equal(moments["exp_avg"], adam.state[z]["exp_avg"][rows]) and moments["step"] == adam.state[z]["step"]
+    assert torch.equal(kept["mask"], rows.float()) and torch.equal(kept["current"]["ids"], torch.tensor([[2, 3], [6, 7]]))
+    assert kept["k"] == 3
 
 
 @pytest.mark.slow
