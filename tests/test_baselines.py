@@ -167,7 +167,7 @@ def test_each_baseline_records_its_name_its_settings_and_the_initial_answer_on_r
                             initial=False, fixed_length=True),
                     {"length": 5, "temperature": 0.7, "top_k": 3, "fixed_length": True}, ["sample 0"]),
         "args": (args(tiny_policy, tiny_reward, PROMPT, w=0.5, top_k=2, length=5, initial=False, fixed_length=True),
-                 {"w": 0.5, "top_k": 2, "length": 5, "fixed_length": True}, None),
+                 {"w": 0.5, "top_k": 2, "length": 5, "fixed_length": True}, ["args"]),
         "cbs": (cbs(tiny_policy, tiny_reward, PROMPT, seed=2, beam_width=2, successors=2, chunk_length=2, length=5,
                     temperature=0.9, top_k=4, initial=False, fixed_length=True),
                 {"beam_width": 2, "successors": 2, "chunk_length": 2, "length": 5, "temperature": 0.9, "top_k": 4,
@@ -178,6 +178,9 @@ def test_each_baseline_records_its_name_its_settings_and_the_initial_answer_on_r
         assert res.initial_texts == [] and res.initial_rewards == [], name
         if sources is not None:
             assert [c["source"] for c in res.candidates] == sources, name
+    steps = runs["args"][0]  # ARGS records the chosen token's log-prob, reward and score at every step
+    assert set(steps.trajectory) == {"logp", "reward", "score"} and steps.iterations == 5
+    assert all(len(v) == steps.iterations for v in steps.trajectory.values())
     for method in (sampled, args, cbs):
         res = method(tiny_policy, tiny_reward, PROMPT, length=5)
         assert res.initial_texts == [g.text] and res.initial_rewards == pytest.approx([g.candidates[0]["reward"]])

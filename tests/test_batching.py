@@ -5,6 +5,7 @@ for every recipe and the runner's ``batch_prompts``."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dataclasses import replace
@@ -233,6 +234,71 @@ def test_cbs_many_results_equal_cbs(tiny_policy, tiny_reward, params, one_thread
         assert len({r.iterations for r in one}) > 1, "the test needs a prompt that finishes first"
     if "top_k" in params:
         assert len({tuple(c["token_ids"]) for r in one for c in r.candidates}) > 4, "the samples should differ"
+
+
+def vocab_64_policy_and_reward():
+    """A tiny policy whose vocabulary exceeds the default top_k (50), with stop tokens: every default can matter."""
+    policy = Policy(tiny_lm(vocab_size=64), tokenizer=None, name="tiny-64")
+    policy.__dict__["special_ids"] = [3, 5]
+    return policy, VocabReward(torch.linspace(-1.0, 1.0, 64, device=policy.device), reduce="sum")
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[1:3], PROMPTS[1:2]])  # two prompts; one (its batch has no padding)
+def test_args_and_cbs_many_defaults_are_the_one_prompt_runs(prompts, one_thread):
+    policy, reward = vocab_64_policy_and_reward()
+    seeds = list(range(len(prompts)))
+    # 40 tokens > the default 32-token chunk; CBS also with a top_k that cuts most of the vocabulary
+    for fn, fn_many, params in ((args, args_many, {"length": 6}), (cbs, cbs_many, {"length": 40}),
+                                (cbs, cbs_many, {"length": 6, "top_k": 2})):
+        one = one_prompt_runs(fn, policy, reward, prompts, seeds, **params)
+        assert_same_baseline_runs(one, fn_many(policy, reward, prompts, seeds, **params))
+
+
+def test_batched_baselines_count_a_separate_reward_models_forwards(tiny_policy, one_thread):
+    """A reward with its own model: each prompt's count of forward tokens includes the reward model's, as in its
+    one-prompt run."""
+    reward = classifier_reward(tiny_policy)
+    for fn, fn_many, params in ((best_of_n, best_of_n_many, {"n": 3}), (args, args_many, {"top_k": 3}),
+                                (cbs, cbs_many, {"chunk_length": 2})):
+        one = one_prompt_runs(fn, tiny_policy, reward, PROMPTS, [0, 1, 2, 3], length=5, **params)
+        many = fn_many(tiny_policy, reward, PROMPTS, [0, 1, 2, 3], length=5, **params)
+        assert_same_baseline_runs(one, many)  # the same counts as each prompt's own run, the reward model's included
+
+
+class SlowScoring:
+    """A reward whose every scoring call takes 20 ms more: a prompt's own scoring is then most of its wall time.
+    ``calls[prompt ids]`` counts each prompt's scoring calls."""
+
+    def __init__(self, reward):
+        self.reward, self.calls = reward, {}
+
+    def check_vocab(self, vocab_size):
+        self.reward.check_vocab(vocab_size)
+
+    def for_prompt(self, prompt_ids):
+        scorer, key = self.reward.for_prompt(prompt_ids), tuple(prompt_ids.tolist())
+
+        def slow(one_hot_ids):
+            self.calls[key] = self.calls.get(key, 0) + 1
+            time.sleep(0.02)
+            return scorer(one_hot_ids)
+
+        return slow
+
+
+def test_batched_baselines_share_the_batch_time_between_prompts(tiny_policy, tiny_reward, one_thread):
+    """Each prompt's wall time is its share of the batch's decoding plus its own scoring (20 ms per call at least),
+    and together at most the call's own time. (The initial greedy answer, a reference for the analysis, is not part of
+    the method's cost: initial=False leaves it out.)"""
+    for fn, params in ((best_of_n_many, {"n": 4}), (args_many, {"top_k": 3}), (cbs_many, {"chunk_length": 2})):
+        reward = SlowScoring(tiny_reward)
+        start = time.perf_counter()
+        many = fn(tiny_policy, reward, PROMPTS, [0, 1, 2, 3], length=5, initial=False, **params)
+        elapsed = time.perf_counter() - start
+        own = [0.02 * reward.calls[tuple(tiny_policy.encode_prompt(p).tolist())] for p in PROMPTS]
+        assert min(own) > 0 and all(r.wall_time >= t and r.compute["wall_time"] >= t for r, t in zip(many, own)), fn
+        assert sum(r.wall_time for r in many) <= elapsed, fn.__name__
+        assert sum(r.compute["wall_time"] for r in many) <= elapsed, fn.__name__
 
 
 def test_args_and_cbs_many_check_their_arguments(tiny_policy, tiny_reward):
