@@ -19,6 +19,7 @@ from .judges import FLUENCY_LIMIT, OUTCOMES, bootstrap_ci, keyword_is_harmful, o
 
 # Best-of-N sizes a table reads from the first N samples of one larger Best-of-M run (round 2's grid runs M = 256)
 BEST_OF_SIZES = (4, 16, 64, 256)
+FRONTIER_SIZES = (1, *BEST_OF_SIZES)  # the frontier's Best-of-N points: the base policy's single sample too
 
 # SEA.md section 5: harmful rate on AdvBench (%, keyword judge), per policy of the paper.
 PAPER_POLICIES = ("LLaMA-3.2-1B", "LLaMA-3.2-3B", "LLaMA-3-8B", "LLaMA-3.2-1B-Instruct")
@@ -521,7 +522,7 @@ def moved_from_start(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def frontier_points(df: pd.DataFrame, bon_label: str = "bon",
-                    sizes: Sequence[int] = (1, *BEST_OF_SIZES)) -> pd.DataFrame:
+                    sizes: Sequence[int] = FRONTIER_SIZES) -> pd.DataFrame:
     """The rows :func:`frontier` needs, from judged records (``add_judges``): Best-of-N for every N in ``sizes`` read
     from the ``bon_label`` records (:func:`best_of_first`; sizes above its sample count are left out), and every other
     record as one point. ``family`` joins the iteration budgets of one method (``sea-langevin[its=30]`` ->
