@@ -144,11 +144,15 @@ def test_best_of_n_many_results_equal_best_of_n(tiny_policy, tiny_reward, fixed_
         assert {k: res.compute[k] for k in COUNTS} == {k: one.compute[k] for k in COUNTS}
 
 
-def test_best_of_n_many_defaults_and_checks_are_best_of_ns(one_thread):
-    # a vocabulary above the default top_k (50), and stop tokens, so that every default can change the samples
+def vocab_64_policy_and_reward():
+    """A tiny policy whose vocabulary exceeds the default top_k (50), with stop tokens: every default can matter."""
     policy = Policy(tiny_lm(vocab_size=64), tokenizer=None, name="tiny-64")
     policy.__dict__["special_ids"] = [3, 5]
-    reward = VocabReward(torch.linspace(-1.0, 1.0, 64, device=policy.device), reduce="sum")
+    return policy, VocabReward(torch.linspace(-1.0, 1.0, 64, device=policy.device), reduce="sum")
+
+
+def test_best_of_n_many_defaults_and_checks_are_best_of_ns(one_thread):
+    policy, reward = vocab_64_policy_and_reward()
     for params in ({}, {"n": 20}):  # the default n, and one that takes two batches of the default batch_size
         many = best_of_n_many(policy, reward, PROMPTS[:2], [0, 1], length=5, **params)
         for prompt, seed, res in zip(PROMPTS, (0, 1), many):
@@ -234,13 +238,6 @@ def test_cbs_many_results_equal_cbs(tiny_policy, tiny_reward, params, one_thread
         assert len({r.iterations for r in one}) > 1, "the test needs a prompt that finishes first"
     if "top_k" in params:
         assert len({tuple(c["token_ids"]) for r in one for c in r.candidates}) > 4, "the samples should differ"
-
-
-def vocab_64_policy_and_reward():
-    """A tiny policy whose vocabulary exceeds the default top_k (50), with stop tokens: every default can matter."""
-    policy = Policy(tiny_lm(vocab_size=64), tokenizer=None, name="tiny-64")
-    policy.__dict__["special_ids"] = [3, 5]
-    return policy, VocabReward(torch.linspace(-1.0, 1.0, 64, device=policy.device), reduce="sum")
 
 
 @pytest.mark.parametrize("prompts", [PROMPTS[1:3], PROMPTS[1:2]])  # two prompts; one (its batch has no padding)
