@@ -430,8 +430,13 @@ def test_sea_batched_equals_one_prompt_at_a_time(tiny_policy, tiny_reward, recip
     extra = {"patience": 1} if recipe == "reference" else {}  # stops after 3, 8, 8 and 6 iterations
     sea = SEA(tiny_policy, tiny_reward, RECIPES[recipe](length=6, steps=8, **extra))
     one = sea.run(PROMPTS, progress=False)
-    for size in (3, 4):  # a batch of 3 and a last batch of 1, then all 4 at once
-        assert_same_runs(one, sea.run(PROMPTS, progress=False, batch_size=size))
+    for size in (2, 3, 4):  # two batches of 2; a batch of 3 and a last batch of 1; all 4 at once
+        start = time.perf_counter()
+        many = sea.run(PROMPTS, progress=False, batch_size=size)
+        elapsed = time.perf_counter() - start
+        assert_same_runs(one, many)
+        # each prompt's wall time is its share of its batch's: together at most the call's own time
+        assert sum(r.wall_time for r in many) <= elapsed and sum(r.compute["wall_time"] for r in many) <= elapsed
     if recipe == "reference":
         assert len({r.iterations for r in one}) > 1, "the test needs prompts that stop at different iterations"
 
@@ -467,7 +472,30 @@ def test_sea_batched_with_model_rewards(tiny_policy, make_reward, recipe, one_th
     # (measured on 2026-12-07's CI machine; texts, selections and iterations stay identical), so its energy gets the
     # bundled model's bound. A wrong mask or position id moves energies by orders of magnitude more.
     atol = 5e-4 if make_reward is contrast_reward else 1e-4
-    assert_same_runs(sea.run(PROMPTS, progress=False), sea.run(PROMPTS, progress=False, batch_size=4), atol=atol)
+    one = sea.run(PROMPTS, progress=False)
+    for size in (2, 4):  # each prompt's own reward in a batch of exactly 2 too
+        assert_same_runs(one, sea.run(PROMPTS, progress=False, batch_size=size), atol=atol)
+
+
+def test_sea_batched_without_a_reward(tiny_policy, one_thread):
+    """The fluency-only run (no reward: the "without reward" ablation of the langevin recipe) batches too."""
+    sea = SEA(tiny_policy, None, SEAConfig.paper(length=5, steps=3, use_reward=False))
+    assert_same_runs(sea.run(PROMPTS, progress=False), sea.run(PROMPTS, progress=False, batch_size=2))
+
+
+def test_sea_runs_one_prompt_at_a_time_unless_asked(tiny_policy, tiny_reward, monkeypatch, one_thread):
+    """``SEA.run``'s default batch_size is 1: every prompt's records are its own run's, bit for bit, as before
+    batching existed; the runner batches only a grid with ``batch_prompts``."""
+    from sea_minimal import sampler
+
+    stacked = []
+    real = sampler.stack_prompts
+    monkeypatch.setattr(sampler, "stack_prompts", lambda caches: stacked.append(len(caches)) or real(caches))
+    SEA(tiny_policy, tiny_reward, SEAConfig.paper(length=3, steps=2)).run(PROMPTS[:3], progress=False)
+    assert stacked and set(stacked) == {1}
+    stacked.clear()
+    SEA(tiny_policy, tiny_reward, SEAConfig.paper(length=3, steps=2)).run(PROMPTS[:3], progress=False, batch_size=3)
+    assert set(stacked) == {3}
 
 
 def test_sea_batched_seeds_are_per_prompt(tiny_policy, tiny_reward, one_thread):
@@ -477,6 +505,7 @@ def test_sea_batched_seeds_are_per_prompt(tiny_policy, tiny_reward, one_thread):
            for s, p in zip(range(4), PROMPTS)]
     assert_same_runs(one, many)
     assert len({tuple(r.initial_texts) for r in many}) > 1
+    assert [r.seed for r in many] == [r.config["seed"] for r in many] == [0, 1, 2, 3]  # each record's own seed
 
 
 def test_sea_batch_arguments_are_checked(tiny_policy, tiny_reward):

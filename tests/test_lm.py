@@ -193,24 +193,25 @@ def test_sample_tokens_samples_at_temperature_one_by_default():
     assert torch.equal(default, at_one) and not torch.equal(default, hotter)
 
 
-def tiny_gemma3(vocab_size: int = 32):
+def tiny_gemma3(vocab_size: int = 32, hidden_size: int = 16):
     """A tiny Gemma 3 (its embedding layer scales looked-up rows by sqrt(H), which ``inputs_embeds`` bypasses)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=32, num_hidden_layers=2,
                               num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
                               sliding_window=16)
     return Gemma3ForCausalLM(config).eval().requires_grad_(False)
 
 
-def test_response_tokens_reach_a_gemma_model_as_their_token_ids_would():
+@pytest.mark.parametrize("hidden_size", [16, 4])  # scales 4 and 2
+def test_response_tokens_reach_a_gemma_model_as_their_token_ids_would(hidden_size):
     """The embedding scale is the model's, not SmolLM2's 1: a scoring path that skips it scores another model."""
     from sea_minimal.lm import embed_scale
     from sea_minimal.reward_model import _backbone, encode_prompt_states, response_hidden
 
-    model = tiny_gemma3()
-    assert embed_scale(model) == pytest.approx(16 ** 0.5)
+    model = tiny_gemma3(hidden_size=hidden_size)
+    assert embed_scale(model) == pytest.approx(hidden_size ** 0.5)
     prompt, tokens = torch.tensor([2, 5, 7, 1]), torch.tensor([[3, 9, 4, 11, 6]])
     full = model(input_ids=torch.cat([prompt, tokens[0]])[None]).logits.float()[0, prompt.numel() - 1 : -1]
     cache = encode_prompt(model, prompt)
@@ -221,3 +222,18 @@ def test_response_tokens_reach_a_gemma_model_as_their_token_ids_would():
     E = model.get_input_embeddings().weight
     got = response_hidden(model, encode_prompt_states(model, prompt), E[tokens], torch.tensor([5]))[0]
     torch.testing.assert_close(got, states, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("attributes, scale", [
+    ({"scalar_embed_scale": 3.0}, 3.0),  # transformers 5: a plain float beside the buffer
+    ({"scalar_embed_scale": 3.0, "embed_scale": torch.tensor(5.0)}, 3.0),  # the float is read first (no GPU sync)
+    ({"embed_scale": torch.tensor(2.5)}, 2.5),  # older transformers: the buffer only
+    ({}, 1.0),  # Llama, SmolLM2: no scale
+])
+def test_embed_scale_reads_the_layers_float_then_its_buffer(attributes, scale):
+    from types import SimpleNamespace
+
+    from sea_minimal.lm import embed_scale
+
+    layer = SimpleNamespace(**attributes)
+    assert embed_scale(SimpleNamespace(get_input_embeddings=lambda: layer)) == scale

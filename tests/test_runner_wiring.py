@@ -390,3 +390,33 @@ def test_harmlessness_v2_is_the_head_trained_on_the_policy_when_there_is_one(mon
     runner.make_reward("harmlessness", policy)  # the HH-only head has one file for everyone
     assert loaded == [reward_model.V2_HEAD_FILE, tmp_path / "harmlessness_v2_other.safetensors",
                       reward_model.HEAD_FILE]
+
+
+def test_a_registered_method_with_its_own_keywords_is_passed_any_param(monkeypatch):
+    """A user's method that takes ``**params`` decides its own params: the runner checks SEAConfig's fields only for
+    sea, and would refuse this grid if it checked them for every method with keywords."""
+    from sea_minimal import methods
+
+    def scaled_greedy(policy, reward, prompt, seed, **params):
+        raise AssertionError("parse_grid does not run methods")
+
+    monkeypatch.setitem(methods.METHODS, "scaled_greedy", scaled_greedy)
+    (spec,) = runner.parse_grid({"dataset": "inline", "methods": [
+        {"method": "scaled_greedy", "params": {"temperature_schedule": "cosine", "prefill": "Sure"}}]}).methods
+    assert spec.params == {"temperature_schedule": "cosine", "prefill": "Sure"}
+    with pytest.raises(runner.GridError, match=r"method 'sea' does not take the params \['temperature_schedule'\]"):
+        runner.parse_grid({"dataset": "inline", "methods": [{"method": "sea",
+                                                             "params": {"temperature_schedule": "cosine"}}]})
+
+
+def test_the_truthful_head_reward_is_chapter_8ds_committed_head_on_the_policy(monkeypatch):
+    """``reward: truthful-head`` (grids/truthfulqa_head.yaml) loads the committed truth head onto the grid's own
+    policy; the head file itself is checked by chapter 8d's notebook test."""
+    from sea_minimal import truthfulqa
+
+    loaded = []
+    monkeypatch.setattr(truthfulqa, "load_truth_reward", lambda policy: loaded.append(policy) or "truth head")
+    policy = SimpleNamespace(name="smollm2-135m-instruct")
+    assert runner.make_reward("truthful-head", policy) == "truth head"
+    assert loaded == [policy]
+    assert truthfulqa.TRUTH_HEAD_FILE.exists()

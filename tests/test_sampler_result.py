@@ -234,3 +234,13 @@ def test_an_update_that_overflows_z_is_refused_at_its_own_iteration(tiny_policy,
             if recipe == "reference":
                 calls.clear()
             run(tiny_policy, tiny_reward, recipe=recipe, steps=steps, **settings)
+
+
+@pytest.mark.parametrize("recipe", ["langevin", "reference", "dlp"])
+def test_the_kl_to_the_initial_state_is_taken_over_the_allowed_tokens(tiny_policy, tiny_reward, recipe):
+    """kl_init compares two distributions on the response space: the masked tokens (here 9 and 10, the ids a
+    tokenizer's special tokens would have) carry no probability in either, so the KL stays of the order of log V
+    instead of the ~1e10 a sign slip on the mask would give."""
+    tiny_policy.__dict__["special_ids"] = [9, 10]
+    kl = np.asarray(run(tiny_policy, tiny_reward, recipe=recipe).trajectory["kl_init"])
+    assert np.isfinite(kl).all() and 0 < kl.max() < 20, kl.max()
