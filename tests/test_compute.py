@@ -92,6 +92,51 @@ def test_wall_time_and_peak_memory_of_the_block():
                                    "peak_memory_mib": 0.0}
 
 
+class FakeAllocator:
+    """torch.cuda's memory counters for one device, in bytes, on a machine without a GPU: the meter's CUDA branch
+    is then checked on the CPU (the GPU test below checks it against the real allocator where there is one)."""
+
+    def __init__(self, allocated_mib: float, earlier_peak_mib: float):
+        self.allocated, self.peak, self.calls = allocated_mib * 2**20, earlier_peak_mib * 2**20, []
+
+    def _called(self, name, device):
+        assert device == torch.device("cuda", 1), f"{name} was asked about {device!r}, not the meter's device"
+        self.calls.append(name)
+
+    def synchronize(self, device):
+        self._called("synchronize", device)
+
+    def reset_peak_memory_stats(self, device):
+        self._called("reset_peak_memory_stats", device)
+        self.peak = self.allocated
+
+    def memory_allocated(self, device):
+        self._called("memory_allocated", device)
+        return self.allocated
+
+    def max_memory_allocated(self, device):
+        self._called("max_memory_allocated", device)
+        return self.peak
+
+    def allocate(self, mib: float):
+        self.allocated += mib * 2**20
+        self.peak = max(self.peak, self.allocated)
+
+
+def test_peak_memory_on_cuda_is_the_allocators_peak_above_entry_since_a_reset(monkeypatch):
+    """On a CUDA device the meter resets the allocator's peak on entry (an earlier, higher peak is not this block's),
+    reads it after a synchronize on exit, and reports it in MiB above what was allocated on entry."""
+    fake = FakeAllocator(allocated_mib=100, earlier_peak_mib=500)
+    for name in ("synchronize", "reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    with ComputeMeter(device="cuda:1") as meter:
+        fake.allocate(48)
+        fake.allocate(-16)
+    assert meter.compute.peak_memory_mib == 48.0
+    assert fake.calls == ["synchronize", "reset_peak_memory_stats", "memory_allocated",
+                          "synchronize", "max_memory_allocated"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA allocator's peak needs a GPU")
 def test_peak_memory_on_a_gpu_is_the_allocators_peak_above_entry():
     with ComputeMeter(device="cuda") as meter:
